@@ -1,0 +1,209 @@
+"""Face image primitives shared by ingestion, external evaluation and prediction: UTKFace label
+parsing, robust decoding to square RGB arrays, and a face detector (OpenCV's bundled Haar
+cascade, so no model download is ever needed)."""
+
+from __future__ import annotations
+
+import io
+import re
+import warnings
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import PurePosixPath
+
+import numpy as np
+from PIL import Image, ImageFile
+
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+UTKFACE_NAME = re.compile(r"^(\d+)_([01])_([0-4])_(\d{17})\.jpg\.chip\.jpg$")
+RACES = ("White", "Black", "Asian", "Indian", "Others")
+GENDERS = ("male", "female")
+MAX_AGE = 116
+
+
+@dataclass(frozen=True)
+class FaceLabel:
+    age: int
+    gender: int
+    race: int
+    timestamp: str
+
+
+def parse_utkface_name(path: str) -> FaceLabel | str:
+    """Labels from ``[age]_[gender]_[race]_[datetime].jpg.chip.jpg``, or why the name is refused.
+
+    Nothing is guessed: a name that breaks the pattern anywhere returns a reason string.
+    """
+    name = PurePosixPath(path.replace("\\", "/")).name
+    match = UTKFACE_NAME.match(name)
+    if match:
+        age, gender, race, stamp = match.groups()
+        if int(age) > MAX_AGE:
+            return f"age {int(age)} is above {MAX_AGE}"
+        return FaceLabel(int(age), int(gender), int(race), stamp)
+    if not name.endswith(".jpg.chip.jpg"):
+        return "does not end in '.jpg.chip.jpg'"
+    stem = name[: -len(".jpg.chip.jpg")]
+    fields = stem.split("_")
+    if len(fields) != 4:
+        return f"has {len(fields)} underscore-separated fields, expected 4 (age_gender_race_datetime)"
+    age, gender, race, stamp = fields
+    if not age.isdigit():
+        return f"age field {age!r} is not a whole number"
+    if gender not in ("0", "1"):
+        return f"gender field {gender!r} is not 0 or 1"
+    if race not in ("0", "1", "2", "3", "4"):
+        return f"race field {race!r} is not 0-4"
+    return f"datetime field {stamp!r} is not 17 digits"
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    """Result of decoding one file: arrays per size, or the reason it was set aside."""
+
+    arrays: dict[int, np.ndarray] | None
+    reason: str | None
+    detail: str
+    width: int = 0
+    height: int = 0
+    mode: str = ""
+
+
+def decode_face(data: bytes, sizes: Sequence[int], max_pixels: int) -> DecodedImage:
+    """Decode image bytes into square RGB ``uint8`` arrays, one per size.
+
+    Grayscale, palette, RGBA or CMYK images are converted to RGB; a non-square image is centre
+    cropped to a square first. Empty, unreadable or truncated files and images over
+    ``max_pixels`` (decompression bombs) come back with a reason instead of raising.
+    """
+    if not data:
+        return DecodedImage(None, "empty_file", "zero bytes")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            width, height = image.size
+            mode = image.mode
+            if width * height > max_pixels:
+                return DecodedImage(None, "decompression_bomb",
+                                    f"{width}x{height} is over {max_pixels} pixels", width, height, mode)
+            if image.format == "JPEG":
+                image.draft("RGB", (max(sizes), max(sizes)))
+            image.load()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        return DecodedImage(None, "decompression_bomb", str(error))
+    except Exception as error:  # PIL raises many types for broken files
+        return DecodedImage(None, "unreadable_image", f"{type(error).__name__}: {error}")
+    if image.mode != "RGB":
+        if "A" in image.getbands() or image.mode == "P":
+            image = image.convert("RGBA")
+            background = Image.new("RGBA", image.size, (0, 0, 0, 255))
+            image = Image.alpha_composite(background, image)
+        image = image.convert("RGB")
+    side = min(image.size)
+    if image.size[0] != image.size[1]:
+        left = (image.size[0] - side) // 2
+        top = (image.size[1] - side) // 2
+        image = image.crop((left, top, left + side, top + side))
+    arrays = {}
+    for size in sizes:
+        resized = image if image.size == (size, size) else image.resize((size, size), Image.BILINEAR, reducing_gap=2.0)
+        arrays[size] = np.asarray(resized, dtype=np.uint8)
+    return DecodedImage(arrays, None, "", width, height, mode)
+
+
+def _decode_chunk(args: tuple[list[bytes], tuple[int, ...], int]) -> list[DecodedImage]:
+    chunk, sizes, max_pixels = args
+    return [decode_face(data, sizes, max_pixels) for data in chunk]
+
+
+def _chunks(items: Sequence, count: int) -> list[Sequence]:
+    step = max(1, -(-len(items) // count))
+    return [items[i : i + step] for i in range(0, len(items), step)]
+
+
+def _pool(workers: int) -> ProcessPoolExecutor:
+    # forkserver: safe to start after TensorFlow has created its threads in the parent.
+    return ProcessPoolExecutor(max_workers=workers, mp_context=get_context("forkserver"))
+
+
+def decode_many(blobs: Sequence[bytes], sizes: Sequence[int], max_pixels: int,
+                workers: int = 1) -> list[DecodedImage]:
+    """``decode_face`` over many files, in ``workers`` processes when more than one."""
+    sizes = tuple(int(s) for s in sizes)
+    if workers <= 1 or len(blobs) < 256:
+        return [decode_face(data, sizes, max_pixels) for data in blobs]
+    jobs = [(list(chunk), sizes, max_pixels) for chunk in _chunks(blobs, workers * 8)]
+    with _pool(workers) as pool:
+        return [item for part in pool.map(_decode_chunk, jobs) for item in part]
+
+
+# --- face detection --------------------------------------------------------------------------
+
+
+def _cascade():
+    import cv2
+
+    cv2.setNumThreads(1)
+    path = cv2.data.haarcascades + "haarcascade_frontalface_default.xml"
+    cascade = cv2.CascadeClassifier(path)
+    if cascade.empty():
+        raise RuntimeError(f"OpenCV could not load its bundled face cascade from {path}")
+    return cascade
+
+
+def _crop_has_face(args: tuple[np.ndarray, int]) -> np.ndarray:
+    """For face crops (the face fills the frame): pad so the cascade sees the whole face."""
+    import cv2
+
+    images, min_neighbors = args
+    cascade = _cascade()
+    found = np.zeros(len(images), dtype=bool)
+    for i, image in enumerate(images):
+        gray = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY)
+        gray = cv2.resize(gray, (64, 64), interpolation=cv2.INTER_AREA)
+        gray = cv2.copyMakeBorder(gray, 16, 16, 16, 16, cv2.BORDER_REPLICATE)
+        boxes = cascade.detectMultiScale(gray, scaleFactor=1.1, minNeighbors=min_neighbors,
+                                         minSize=(40, 40), maxSize=(80, 80))
+        found[i] = len(boxes) > 0
+    return found
+
+
+def crops_with_faces(images: np.ndarray, min_neighbors: int = 3, workers: int = 1) -> np.ndarray:
+    """Boolean per face crop: does the detector find a face in it?"""
+    if len(images) == 0:
+        return np.zeros(0, dtype=bool)
+    if workers <= 1 or len(images) < 512:
+        return _crop_has_face((images, min_neighbors))
+    jobs = [(np.asarray(chunk), min_neighbors) for chunk in _chunks(images, workers * 4)]
+    with _pool(workers) as pool:
+        return np.concatenate(list(pool.map(_crop_has_face, jobs)))
+
+
+def detect_faces(photo: np.ndarray, min_size: int = 40, min_neighbors: int = 5) -> list[tuple[int, int, int, int]]:
+    """Face boxes ``(x, y, w, h)`` in an ordinary RGB photo, largest first."""
+    import cv2
+
+    gray = cv2.cvtColor(np.ascontiguousarray(photo), cv2.COLOR_RGB2GRAY)
+    gray = cv2.equalizeHist(gray)
+    boxes = _cascade().detectMultiScale(gray, scaleFactor=1.1, minNeighbors=min_neighbors,
+                                        minSize=(min_size, min_size))
+    boxes = [tuple(int(v) for v in box) for box in boxes]
+    return sorted(boxes, key=lambda b: b[2] * b[3], reverse=True)
+
+
+def crop_like_utkface(photo: np.ndarray, box: tuple[int, int, int, int], margin: float,
+                      size: int) -> np.ndarray:
+    """A square crop around a detected face, widened by ``margin`` of the box on each side
+    (UTKFace crops show the whole head), padded with edge pixels where it leaves the photo."""
+    x, y, w, h = box
+    side = int(round(max(w, h) * (1 + 2 * margin)))
+    cx, cy = x + w / 2, y + h / 2
+    left, top = int(round(cx - side / 2)), int(round(cy - side / 2))
+    pad = max(0, -left, -top, left + side - photo.shape[1], top + side - photo.shape[0])
+    padded = np.pad(photo, ((pad, pad), (pad, pad), (0, 0)), mode="edge") if pad else photo
+    crop = padded[top + pad : top + pad + side, left + pad : left + pad + side]
+    return np.asarray(Image.fromarray(crop).resize((size, size), Image.BILINEAR), dtype=np.uint8)

@@ -1,0 +1,184 @@
+"""Nodes of the ingestion pipeline. Pure functions: files in memory in, tables and arrays out."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import time
+from collections import defaultdict
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from age_gender.datasets import FaceSource  # noqa: E402
+from age_gender.faces import GENDERS, FaceLabel, crops_with_faces, decode_many, parse_utkface_name  # noqa: E402
+
+logger = logging.getLogger(__name__)
+
+MANIFEST_COLUMNS = ["file_name", "member", "age", "gender", "race", "timestamp", "width",
+                    "height", "mode", "sha256", "face_detected"]
+
+
+def _workers(value: int | None) -> int:
+    if value is None:
+        return os.cpu_count() or 1
+    if int(value) < 1:
+        raise ValueError(f"ingestion.workers must be null or >= 1, got {value!r}")
+    return int(value)
+
+
+def _check_sizes(sizes: list[int]) -> list[int]:
+    if not sizes or any(int(s) < 16 or int(s) > 1024 for s in sizes):
+        raise ValueError(f"ingestion.image_sizes must be a list of sizes in 16..1024 px, got {sizes!r}")
+    return sorted({int(s) for s in sizes})
+
+
+def decode_faces(face_source: FaceSource, params: dict[str, Any]) -> tuple[pd.DataFrame, dict[int, np.ndarray], dict[str, Any]]:
+    """Parse labels, drop exact duplicates, decode every image once at each working size.
+
+    Returns the manifest of decodable, labelled, unique images (sorted by file name), their arrays
+    per size (row ``i`` of each array is manifest row ``i``), and the findings: every file that
+    was set aside, by reason, with a detail line per file.
+    """
+    started = time.perf_counter()
+    sizes = _check_sizes(params["image_sizes"])
+    set_aside: dict[str, list[str]] = defaultdict(list)
+    details: dict[str, str] = {}
+    for name, reason in face_source.refused:
+        set_aside[reason].append(name)
+        details[name] = "archive member refused, never read"
+
+    labelled: list[tuple[str, bytes, FaceLabel]] = []
+    for member, data in sorted(face_source.members):
+        label = parse_utkface_name(member)
+        if isinstance(label, str):
+            set_aside["malformed_name"].append(member)
+            details[member] = label
+        else:
+            labelled.append((member, data, label))
+
+    first_by_hash: dict[str, str] = {}
+    unique: list[tuple[str, bytes, FaceLabel, str]] = []
+    duplicates: dict[str, str] = {}
+    for member, data, label in labelled:
+        digest = hashlib.sha256(data).hexdigest()
+        if digest in first_by_hash and data:
+            set_aside["duplicate"].append(member)
+            duplicates[member] = first_by_hash[digest]
+            details[member] = f"same bytes as {first_by_hash[digest]}"
+            continue
+        first_by_hash.setdefault(digest, member)
+        unique.append((member, data, label, digest))
+
+    decoded = decode_many([u[1] for u in unique], sizes, int(params["max_pixels"]),
+                          workers=_workers(params.get("workers")))
+    rows, arrays = [], {size: [] for size in sizes}
+    for (member, _, label, digest), result in zip(unique, decoded):
+        if result.arrays is None:
+            set_aside[result.reason].append(member)
+            details[member] = result.detail
+            continue
+        rows.append({"file_name": member.rsplit("/", 1)[-1], "member": member, "age": label.age,
+                     "gender": label.gender, "race": label.race, "timestamp": label.timestamp,
+                     "width": result.width, "height": result.height, "mode": result.mode,
+                     "sha256": digest})
+        for size in sizes:
+            arrays[size].append(result.arrays[size])
+    manifest = pd.DataFrame(rows, columns=MANIFEST_COLUMNS[:-1])
+    images = {size: (np.stack(arrays[size]) if arrays[size] else np.zeros((0, size, size, 3), np.uint8))
+              for size in sizes}
+    converted = manifest[(manifest["mode"] != "RGB") | (manifest["width"] != manifest["height"])]
+    findings = {
+        "source": face_source.origin,
+        "files_seen": face_source.files_seen,
+        "set_aside": {k: sorted(v) for k, v in set_aside.items()},
+        "details": details,
+        "duplicates": duplicates,
+        "converted": {row.member: f"{row.mode} {row.width}x{row.height}" for row in converted.itertuples()},
+        "decode_seconds": round(time.perf_counter() - started, 2),
+    }
+    logger.info("Decoded %d of %d files in %.1f s", len(manifest), face_source.files_seen,
+                findings["decode_seconds"])
+    return manifest, images, findings
+
+
+def check_faces(images: dict[int, np.ndarray], params: dict[str, Any]) -> np.ndarray:
+    """Run the face detector on every crop (smallest cached size); True where a face is found."""
+    smallest = images[min(images)]
+    if not params["face_check"]["enabled"]:
+        return np.ones(len(smallest), dtype=bool)
+    return crops_with_faces(smallest, int(params["face_check"]["min_neighbors"]),
+                            workers=_workers(params.get("workers")))
+
+
+def select_faces(manifest: pd.DataFrame, images: dict[int, np.ndarray], face_found: np.ndarray,
+                 findings: dict[str, Any], params: dict[str, Any]) -> tuple[pd.DataFrame, dict[str, np.ndarray], dict[str, Any]]:
+    """Apply the exclusion list (and, when asked, the detector's verdict); write the final,
+    aligned manifest and caches and the ingestion report that accounts for every file."""
+    manifest = manifest.assign(face_detected=face_found.astype(bool))
+    excluded = set(params.get("exclude_files") or [])
+    by_list = manifest["file_name"].isin(excluded) | manifest["member"].isin(excluded)
+    drop_suspects = bool(params["face_check"]["drop_suspects"])
+    no_face = ~manifest["face_detected"] & ~by_list
+    keep = ~by_list & ~no_face if drop_suspects else ~by_list
+
+    set_aside = {k: list(v) for k, v in findings["set_aside"].items()}
+    details = dict(findings["details"])
+    if by_list.any():
+        set_aside["excluded_by_list"] = sorted(manifest.loc[by_list, "member"])
+        details.update({m: "listed in ingestion.exclude_files" for m in set_aside["excluded_by_list"]})
+    suspects = sorted(manifest.loc[no_face, "member"])
+    if drop_suspects and suspects:
+        set_aside["no_face_detected"] = suspects
+        details.update({m: "face detector found no face" for m in suspects})
+
+    final = manifest[keep].reset_index(drop=True)
+    index = np.flatnonzero(keep.to_numpy())
+    cache = {f"{size}px": array[index] for size, array in images.items()}
+    kept = len(final)
+    report = {
+        "source": findings["source"],
+        "files_seen": findings["files_seen"],
+        "kept": kept,
+        "set_aside_total": sum(len(v) for v in set_aside.values()),
+        "set_aside": dict(sorted(set_aside.items())),
+        "details": details,
+        "duplicates": findings["duplicates"],
+        "converted": findings["converted"],
+        "face_check": {
+            "enabled": bool(params["face_check"]["enabled"]),
+            "detector": "OpenCV haarcascade_frontalface_default",
+            "suspects": len(suspects),
+            "suspect_files": suspects,
+            "dropped": drop_suspects,
+        },
+        "image_sizes": sorted(images),
+        "genders": {GENDERS[g]: int(n) for g, n in final["gender"].value_counts().sort_index().items()},
+        "decode_seconds": findings["decode_seconds"],
+    }
+    if report["kept"] + report["set_aside_total"] != report["files_seen"]:
+        raise RuntimeError("Ingestion lost track of files: kept + set aside != files seen")
+    logger.info("Kept %d of %d files; set aside: %s; %d face-check suspects", kept,
+                report["files_seen"], {k: len(v) for k, v in set_aside.items()}, len(suspects))
+    return final, cache, report
+
+
+def plot_age_distribution(manifest: pd.DataFrame) -> plt.Figure:
+    """The study's Figure 2: age histogram per gender, to check both look alike."""
+    figure, axis = plt.subplots(figsize=(8, 4.5))
+    bins = np.arange(0, 118, 2)
+    for gender, label in enumerate(GENDERS):
+        ages = manifest.loc[manifest["gender"] == gender, "age"]
+        axis.hist(ages, bins=bins, alpha=0.55, label=f"{label} (n={len(ages)})")
+    axis.set_xlabel("age (years)")
+    axis.set_ylabel("images")
+    axis.set_title("Age distribution per gender")
+    axis.legend()
+    figure.tight_layout()
+    return figure
