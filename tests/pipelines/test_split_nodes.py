@@ -1,0 +1,53 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from age_gender.pipelines.split.nodes import split_faces
+
+PARAMS = {"seed": 7, "test_size": 200, "subset_size": 1000,
+          "fractions": {"train": 0.8, "val1": 0.1, "val2": 0.1},
+          "age_band_edges": [0, 5, 13, 20, 30, 40, 50, 60, 70, 200]}
+
+
+@pytest.fixture()
+def manifest():
+    rng = np.random.default_rng(0)
+    n = 3000
+    return pd.DataFrame({"file_name": [f"{i:05d}.jpg" for i in rng.permutation(n)],
+                         "age": rng.integers(1, 100, n), "gender": rng.integers(0, 2, n),
+                         "race": rng.integers(0, 5, n)})
+
+
+def test_split_sizes_disjoint_and_cover(manifest):
+    table, summary = split_faces(manifest, PARAMS)
+    assert summary["counts"] == {"train": 800, "val1": 100, "val2": 100, "test": 200, "unused": 1800}
+    assert table["file_name"].is_unique and len(table) == len(manifest)
+    assert (manifest.loc[table["cache_index"], "file_name"].to_numpy() == table["file_name"]).all()
+
+
+def test_same_parameters_same_split_and_seed_changes_it(manifest):
+    first, _ = split_faces(manifest, PARAMS)
+    shuffled = manifest.sample(frac=1, random_state=3)
+    again, _ = split_faces(shuffled.reset_index(drop=True), PARAMS)
+    key = ["file_name", "split"]
+    assert first[key].sort_values("file_name").reset_index(drop=True).equals(
+        again[key].sort_values("file_name").reset_index(drop=True))
+    other, _ = split_faces(manifest, {**PARAMS, "seed": 8})
+    assert not first["split"].equals(other["split"])
+
+
+def test_splits_are_stratified_by_gender_and_age(manifest):
+    table, _ = split_faces(manifest, {**PARAMS, "subset_size": "all", "test_size": 0.2})
+    overall = table["gender"].mean()
+    for name in ("train", "val1", "val2", "test"):
+        part = table[table["split"] == name]
+        assert abs(part["gender"].mean() - overall) < 0.02
+        assert abs(part["age"].mean() - table["age"].mean()) < 1.5
+
+
+@pytest.mark.parametrize("bad", [{"fractions": {"train": 0.9, "val1": 0.2, "val2": 0.1}},
+                                 {"subset_size": 10**6}, {"test_size": -3},
+                                 {"age_band_edges": [0, 50]}])
+def test_bad_split_parameters_are_clear_errors(manifest, bad):
+    with pytest.raises(ValueError, match="split"):
+        split_faces(manifest, {**PARAMS, **bad})

@@ -1,0 +1,85 @@
+import io
+import os
+import tarfile
+import zipfile
+
+import numpy as np
+import pytest
+from kedro.io import DatasetError
+
+from age_gender.datasets import FaceSourceDataset, NpyDataset
+
+
+def _hostile_tar(path, good: bytes):
+    with tarfile.open(path, "w:gz") as archive:
+        for name in ("UTKFace/1_0_0_20170109142408075.jpg.chip.jpg", "../escape.jpg",
+                     "/etc/evil.jpg", "UTKFace/../../up.jpg"):
+            info = tarfile.TarInfo(name)
+            info.size = len(good)
+            archive.addfile(info, io.BytesIO(good))
+        link = tarfile.TarInfo("UTKFace/link.jpg")
+        link.type = tarfile.SYMTYPE
+        link.linkname = "/etc/passwd"
+        archive.addfile(link)
+        hard = tarfile.TarInfo("UTKFace/hard.jpg")
+        hard.type = tarfile.LNKTYPE
+        hard.linkname = "../../etc/shadow"
+        archive.addfile(hard)
+    return path
+
+
+def test_hostile_tar_members_are_refused_and_never_written(tmp_path, archive_members):
+    good = next(iter(archive_members.values()))
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    archive = _hostile_tar(tmp_path / "bad.tar.gz", good)
+    before = set(os.listdir(tmp_path))
+    source = FaceSourceDataset(str(archive)).load()
+    assert [name for name, _ in source.members] == ["UTKFace/1_0_0_20170109142408075.jpg.chip.jpg"]
+    assert dict(source.refused) == {
+        "../escape.jpg": "unsafe_path", "/etc/evil.jpg": "unsafe_path",
+        "UTKFace/../../up.jpg": "unsafe_path", "UTKFace/link.jpg": "link_or_special_member",
+        "UTKFace/hard.jpg": "link_or_special_member"}
+    assert source.files_seen == 6
+    assert set(os.listdir(tmp_path)) == before and not list(workdir.iterdir())
+
+
+def test_zip_and_folder_sources_read_the_same_files(tmp_path, archive_members):
+    picked = dict(list(archive_members.items())[:5])
+    with zipfile.ZipFile(tmp_path / "faces.zip", "w") as archive:
+        for name, data in picked.items():
+            archive.writestr(name, data)
+        archive.writestr("../outside.jpg", b"x")
+    folder = tmp_path / "folder"
+    for name, data in picked.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(data)
+    (folder / "UTKFace" / "link.jpg").symlink_to("/etc/passwd")
+    from_zip = FaceSourceDataset(str(tmp_path / "faces.zip")).load()
+    from_dir = FaceSourceDataset(str(folder)).load()
+    assert sorted(from_zip.members) == sorted(from_dir.members) == sorted(picked.items())
+    assert from_zip.refused == [("../outside.jpg", "unsafe_path")]
+    assert from_dir.refused == [("UTKFace/link.jpg", "link_or_special_member")]
+
+
+def test_missing_archive_says_where_it_looked_and_how_to_get_it(tmp_path):
+    with pytest.raises(DatasetError, match=r"No face data at .*nowhere\.tar\.gz.*UTKFACE_ARCHIVE"):
+        FaceSourceDataset(str(tmp_path / "nowhere.tar.gz")).load()
+
+
+def test_not_an_archive_is_a_clear_error(tmp_path):
+    (tmp_path / "junk.tar.gz").write_bytes(b"definitely not gzip")
+    with pytest.raises(DatasetError, match="neither a readable"):
+        FaceSourceDataset(str(tmp_path / "junk.tar.gz")).load()
+
+
+def test_npy_dataset_round_trip_is_atomic(tmp_path):
+    dataset = NpyDataset(str(tmp_path / "a" / "x.npy"), mmap_mode="r")
+    array = np.arange(24, dtype=np.uint8).reshape(2, 3, 4)
+    dataset.save(array)
+    assert np.array_equal(dataset.load(), array)
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["x.npy"]
+    with pytest.raises(DatasetError, match="Object arrays"):
+        dataset.save(np.array([object()], dtype=object))
+    assert np.array_equal(dataset.load(), array)  # the failed save left the old file intact
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["x.npy"]
