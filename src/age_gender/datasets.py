@@ -217,3 +217,34 @@ class KerasModelDataset(AbstractDataset[Any, Any]):
             os.replace(tmp, final)
         finally:
             tmp.unlink(missing_ok=True)
+
+
+class OptionalJSONDataset(AbstractDataset[Any, Any]):
+    """A JSON file that may not exist yet: loads ``None`` then (e.g. a search not run yet)."""
+
+    def __init__(self, filepath: str, metadata: dict[str, Any] | None = None) -> None:
+        self._filepath = Path(filepath)
+        self.metadata = metadata
+
+    def _describe(self) -> dict[str, Any]:
+        return {"filepath": str(self._filepath)}
+
+    def _exists(self) -> bool:
+        return self._filepath.exists()
+
+    def load(self) -> Any:
+        import json
+
+        if not self._filepath.exists():
+            return None
+        return json.loads(self._filepath.read_text())
+
+    def save(self, data: Any) -> None:
+        import json
+
+        tmp, final = _atomic_target(self._filepath)
+        try:
+            tmp.write_text(json.dumps(data, indent=2, default=str))
+            os.replace(tmp, final)
+        finally:
+            tmp.unlink(missing_ok=True)

@@ -1,0 +1,80 @@
+"""Custom layers, registered so ``keras.models.load_model`` needs no ``custom_objects``."""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+
+@keras.saving.register_keras_serializable(package="age_gender")
+class CrossStitch(keras.layers.Layer):
+    """Cross-stitch unit (Misra et al., 2016) between two task branches.
+
+    ``[a, b] -> [aa*a + ab*b, ba*a + bb*b]`` with a learned 2x2 mixing, shared over the whole
+    tensor or one per channel (``per_channel=True``). Its size is 4 or 4*C weights whatever
+    the feature map's size, so it fits on convolutional layers too.
+    """
+
+    def __init__(self, per_channel: bool = True, self_weight: float = 0.9, **kwargs):
+        super().__init__(**kwargs)
+        self.per_channel = per_channel
+        self.self_weight = self_weight
+
+    def build(self, input_shape):
+        shape_a, shape_b = input_shape
+        if tuple(shape_a[1:]) != tuple(shape_b[1:]):
+            raise ValueError(f"CrossStitch needs two tensors of one shape, got {shape_a} and {shape_b}")
+        channels = shape_a[-1] if self.per_channel else 1
+        s, o = self.self_weight, 1.0 - self.self_weight
+
+        def init(shape, dtype=None):
+            base = ops.convert_to_tensor([[s, o], [o, s]], dtype=dtype or "float32")
+            return ops.broadcast_to(ops.reshape(base, (2, 2, 1)), shape)
+
+        self.alpha = self.add_weight(name="alpha", shape=(2, 2, channels), initializer=init,
+                                     trainable=True)
+
+    def call(self, inputs):
+        a, b = inputs
+        alpha = ops.cast(self.alpha, a.dtype)
+        return [alpha[0, 0] * a + alpha[0, 1] * b, alpha[1, 0] * a + alpha[1, 1] * b]
+
+    def compute_output_shape(self, input_shape):
+        return [input_shape[0], input_shape[1]]
+
+    def get_config(self):
+        return {**super().get_config(), "per_channel": self.per_channel,
+                "self_weight": self.self_weight}
+
+
+@keras.saving.register_keras_serializable(package="age_gender")
+class BackbonePreprocess(keras.layers.Layer):
+    """A backbone's ImageNet preprocessing, as a layer inside the model (input: RGB 0-255).
+
+    ``tf``: x/127.5 - 1; ``torch``: x/255 normalised by ImageNet mean and std; ``caffe``: BGR
+    with the ImageNet mean subtracted; ``none``: unchanged (EfficientNet normalises inside).
+    """
+
+    MODES = ("tf", "torch", "caffe", "none")
+
+    def __init__(self, mode: str = "tf", **kwargs):
+        super().__init__(**kwargs)
+        if mode not in self.MODES:
+            raise ValueError(f"preprocessing mode must be one of {self.MODES}, got {mode!r}")
+        self.mode = mode
+
+    def call(self, x):
+        x = ops.cast(x, self.compute_dtype)
+        if self.mode == "tf":
+            return x / 127.5 - 1.0
+        if self.mode == "torch":
+            mean = ops.convert_to_tensor([0.485, 0.456, 0.406], dtype=x.dtype)
+            std = ops.convert_to_tensor([0.229, 0.224, 0.225], dtype=x.dtype)
+            return (x / 255.0 - mean) / std
+        if self.mode == "caffe":
+            mean = ops.convert_to_tensor([103.939, 116.779, 123.68], dtype=x.dtype)
+            return ops.flip(x, axis=-1) - mean
+        return x
+
+    def get_config(self):
+        return {**super().get_config(), "mode": self.mode}

@@ -1,0 +1,16 @@
+from kedro.pipeline import Pipeline, node
+
+from .nodes import train_scratch_model
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    return Pipeline(
+        [
+            node(train_scratch_model,
+                 ["face_cache", "face_splits", "scratch_search_winner", "params:scratch",
+                  "params:scratch_training", "params:device"],
+                 ["scratch_model", "scratch_history", "scratch_test_metrics",
+                  "scratch_test_predictions", "scratch_learning_curves"],
+                 name="train_scratch_model"),
+        ]
+    )

@@ -1,0 +1,304 @@
+"""Training machinery shared by the scratch and transfer pipelines: data selection, the
+``tf.data`` input pipeline with Keras augmentation layers, device set-up, and a resumable
+``fit`` with early stopping whose state survives an interrupted run."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from collections.abc import Callable, Mapping
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+logger = logging.getLogger(__name__)
+
+
+# --- data ------------------------------------------------------------------------------------
+
+
+@dataclass
+class FaceArrays:
+    """Images (uint8, N x S x S x 3) with their labels, in one split or a union of splits."""
+
+    images: np.ndarray
+    age: np.ndarray
+    gender: np.ndarray
+    rows: pd.DataFrame
+
+    def __len__(self) -> int:
+        return len(self.age)
+
+
+def cached_images(face_cache: Mapping[str, Any], size: int) -> np.ndarray:
+    """The cache at ``size`` px (a partition loader or an array)."""
+    key = f"{int(size)}px"
+    if key not in face_cache:
+        raise ValueError(f"No {key} image cache; cached sizes are {sorted(face_cache)}. Add {size} "
+                         f"to ingestion.image_sizes and rerun `kedro run --pipeline ingestion`.")
+    value = face_cache[key]
+    return value() if callable(value) else value
+
+
+def select_split(face_cache: Mapping[str, Any], face_splits: pd.DataFrame, size: int,
+                 splits: list[str] | tuple[str, ...]) -> FaceArrays:
+    """Rows of ``face_splits`` in ``splits`` with their images from the cache at ``size``."""
+    rows = face_splits[face_splits["split"].isin(list(splits))].sort_values("cache_index")
+    if rows.empty:
+        raise ValueError(f"Split(s) {list(splits)} are empty; run `kedro run --pipeline split` first "
+                         f"or check split parameters.")
+    images = cached_images(face_cache, size)
+    index = rows["cache_index"].to_numpy()
+    if index.max() >= len(images):
+        raise ValueError("face_splits points past the image cache: rerun ingestion and split together.")
+    return FaceArrays(np.ascontiguousarray(images[index]), rows["age"].to_numpy(np.float32),
+                      rows["gender"].to_numpy(np.float32), rows.reset_index(drop=True))
+
+
+def augmentation(params: Mapping[str, Any] | None, seed: int):
+    """The study's augmentation as Keras preprocessing layers (None when switched off)."""
+    import keras
+
+    if not params or not params.get("enabled", True):
+        return None
+    layers = keras.layers
+    steps = []
+    if params.get("flip", True):
+        steps.append(layers.RandomFlip("horizontal", seed=seed))
+    if params.get("shift", 0):
+        steps.append(layers.RandomTranslation(params["shift"], params["shift"], fill_mode="reflect", seed=seed + 1))
+    if params.get("zoom", 0):
+        steps.append(layers.RandomZoom((-params["zoom"], 0.0), fill_mode="reflect", seed=seed + 2))
+    if params.get("rotation_degrees", 0):
+        steps.append(layers.RandomRotation(params["rotation_degrees"] / 360.0, fill_mode="reflect", seed=seed + 3))
+    if params.get("contrast", 0):
+        steps.append(layers.RandomContrast(params["contrast"], seed=seed + 4))
+    return keras.Sequential(steps, name="augmentation") if steps else None
+
+
+def make_dataset(data: FaceArrays, batch_size: int, *, shuffle: bool, seed: int,
+                 augment=None, cache_in_memory: bool = True):
+    """``tf.data`` over cached arrays: shuffle, batch, augment in parallel, prefetch.
+
+    No file is decoded per epoch; images stay uint8 until the batch is augmented.
+    """
+    import tensorflow as tf
+
+    targets = {"age": data.age.reshape(-1, 1), "gender": data.gender.reshape(-1, 1)}
+    dataset = tf.data.Dataset.from_tensor_slices((data.images, targets))
+    if cache_in_memory:
+        dataset = dataset.cache()
+    if shuffle:
+        dataset = dataset.shuffle(len(data), seed=seed, reshuffle_each_iteration=True)
+    dataset = dataset.batch(batch_size)
+
+    def to_float(images, labels):
+        images = tf.cast(images, tf.float32)
+        if augment is not None:
+            images = augment(images, training=True)
+        return images, labels
+
+    return dataset.map(to_float, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+# --- device ---------------------------------------------------------------------------------
+
+
+def device_setup(params: Mapping[str, Any]):
+    """A distribution strategy scope and the dtype policy for the layers.
+
+    Several GPUs: ``MirroredStrategy``; ``TF_CONFIG`` set: ``MultiWorkerMirroredStrategy``;
+    otherwise the default strategy. ``mixed_precision`` applies only where a GPU is present.
+    """
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if os.environ.get("TF_CONFIG"):
+        strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    elif len(gpus) > 1:
+        strategy = tf.distribute.MirroredStrategy()
+    else:
+        strategy = tf.distribute.get_strategy()
+    mixed = params.get("mixed_precision", "auto")
+    if mixed == "auto":
+        mixed = "mixed_bfloat16" if gpus else None
+    elif mixed in (False, None, "none", "float32"):
+        mixed = None
+    elif mixed not in ("mixed_float16", "mixed_bfloat16"):
+        raise ValueError(f"device.mixed_precision must be auto, none, mixed_float16 or mixed_bfloat16; got {mixed!r}")
+    logger.info("Training on %s (%d GPU); strategy %s; dtype policy %s", "GPU" if gpus else "CPU",
+                len(gpus), type(strategy).__name__, mixed or "float32")
+    return strategy, mixed, bool(gpus)
+
+
+def set_seeds(seed: int) -> None:
+    import keras
+
+    keras.utils.set_random_seed(int(seed))
+
+
+def compile_multitask(model, learning_rate: float, loss_weights: Mapping[str, float],
+                      age_loss: str = "huber", jit_compile: bool | str = False) -> None:
+    import keras
+
+    losses = {"mae": keras.losses.MeanAbsoluteError(), "mse": keras.losses.MeanSquaredError(),
+              "huber": keras.losses.Huber(delta=5.0)}
+    if age_loss not in losses:
+        raise ValueError(f"age_loss must be one of {sorted(losses)}, got {age_loss!r}")
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss={"age": losses[age_loss], "gender": keras.losses.BinaryCrossentropy()},
+        loss_weights={"age": float(loss_weights["age"]), "gender": float(loss_weights["gender"])},
+        metrics={"age": [keras.metrics.MeanAbsoluteError(name="mae")],
+                 "gender": [keras.metrics.BinaryAccuracy(name="accuracy")]},
+        jit_compile=jit_compile,
+    )
+
+
+# --- resumable fit ---------------------------------------------------------------------------
+
+
+def fingerprint(config: Mapping[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _write_json_atomic(path: Path, payload: Any) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(payload, indent=1))
+    os.replace(tmp, path)
+
+
+def _make_callback_class():
+    import keras
+
+    class ResumableEarlyStopping(keras.callbacks.Callback):
+        """Early stopping on a monitored value, restoring the best weights, with its whole state
+        (model, optimizer, epoch, history, best weights, patience counter) checkpointed
+        atomically after every epoch, so an interrupted run continues where it stopped."""
+
+        def __init__(self, directory: Path, key: str, monitor: str, patience: int,
+                     min_delta: float, state: dict | None = None):
+            super().__init__()
+            self.directory, self.key = directory, key
+            self.monitor, self.patience, self.min_delta = monitor, patience, min_delta
+            state = state or {}
+            self.history: dict[str, list[float]] = state.get("history", {})
+            self.best = state.get("best", float("inf"))
+            self.best_epoch = state.get("best_epoch", -1)
+            self.wait = state.get("wait", 0)
+            self.seconds_before = float(state.get("seconds", 0.0))
+            self.seconds = self.seconds_before
+            self.stopped_early = False
+            self._started = time.perf_counter()
+
+        def on_train_begin(self, logs=None):
+            self._started = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            logs = logs or {}
+            for name, value in logs.items():
+                self.history.setdefault(name, []).append(float(value))
+            self.seconds = self.seconds_before + time.perf_counter() - self._started
+            current = logs.get(self.monitor)
+            if current is None:
+                raise KeyError(f"Early stopping monitors {self.monitor!r}, not in {sorted(logs)}")
+            if not np.isfinite(current):
+                self.model.stop_training = True
+                return
+            if current < self.best - self.min_delta:
+                self.best, self.best_epoch, self.wait = float(current), epoch, 0
+                tmp = self.directory / "best.tmp.weights.h5"
+                self.model.save_weights(tmp)
+                os.replace(tmp, self.directory / "best.weights.h5")
+            else:
+                self.wait += 1
+                if self.wait >= self.patience:
+                    self.model.stop_training = True
+                    self.stopped_early = True
+            tmp = self.directory / "latest.tmp.keras"
+            self.model.save(tmp)
+            os.replace(tmp, self.directory / "latest.keras")
+            _write_json_atomic(self.directory / "state.json", {
+                "key": self.key, "epoch": epoch, "history": self.history, "best": self.best,
+                "best_epoch": self.best_epoch, "wait": self.wait, "seconds": self.seconds,
+                "stopped": bool(self.model.stop_training) or epoch + 1 >= self.params["epochs"]})
+
+    return ResumableEarlyStopping
+
+
+@dataclass
+class FitResult:
+    model: Any
+    history: dict[str, list[float]]
+    best_epoch: int
+    epochs_run: int
+    train_seconds: float
+    resumed_from_epoch: int | None
+    stopped_early: bool
+
+
+def resumable_fit(build: Callable[[], Any], compile_model: Callable[[Any], None], train, validation,
+                  *, epochs: int, patience: int, min_delta: float, checkpoint_dir: str | Path,
+                  config: Mapping[str, Any], monitor: str = "val_loss", extra_callbacks=()) -> FitResult:
+    """Build, compile and fit a model, or continue an interrupted fit of the same ``config``.
+
+    The checkpoint directory holds the latest model (with optimizer state), the best weights and
+    a JSON state; all are replaced atomically, so a kill at any moment leaves a usable
+    checkpoint. A checkpoint of another configuration is discarded, not resumed.
+    """
+    import keras
+
+    directory = Path(checkpoint_dir)
+    key = fingerprint(config)
+    state = None
+    state_file = directory / "state.json"
+    if state_file.exists():
+        try:
+            state = json.loads(state_file.read_text())
+        except json.JSONDecodeError:
+            state = None
+        if not state or state.get("key") != key or not (directory / "latest.keras").exists():
+            logger.warning("Discarding checkpoint in %s: it belongs to another configuration", directory)
+            shutil.rmtree(directory)
+            state = None
+    directory.mkdir(parents=True, exist_ok=True)
+
+    import age_gender.models  # noqa: F401  (custom layers for load_model)
+
+    if state and not state.get("stopped"):
+        model = keras.models.load_model(directory / "latest.keras")
+        initial_epoch = int(state["epoch"]) + 1
+        logger.info("Resuming training from %s at epoch %d", directory, initial_epoch + 1)
+    elif state:
+        model = keras.models.load_model(directory / "latest.keras")
+        initial_epoch = epochs  # already finished: nothing left to fit
+    else:
+        model = build()
+        compile_model(model)
+        initial_epoch = 0
+    callback = _make_callback_class()(directory, key, monitor, patience, min_delta, state)
+    if initial_epoch < epochs:
+        model.fit(train, validation_data=validation, epochs=epochs, initial_epoch=initial_epoch,
+                  callbacks=[keras.callbacks.TerminateOnNaN(), callback, *extra_callbacks],
+                  verbose=2)
+    seconds = callback.seconds
+    if (directory / "best.weights.h5").exists():
+        model.load_weights(directory / "best.weights.h5")
+    state_now = json.loads(state_file.read_text()) if state_file.exists() else {}
+    state_now.update(seconds=seconds, stopped=True)
+    _write_json_atomic(state_file, state_now)
+    return FitResult(model, callback.history, callback.best_epoch,
+                     len(next(iter(callback.history.values()), [])), seconds,
+                     initial_epoch if state else None, callback.stopped_early)
+
+
+def run_scope(strategy):
+    return strategy.scope() if strategy is not None else nullcontext()
