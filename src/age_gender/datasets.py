@@ -191,10 +191,11 @@ class KerasModelDataset(AbstractDataset[Any, Any]):
     serialisable, so no ``custom_objects`` are needed once ``age_gender.models`` is imported.
     """
 
-    def __init__(self, filepath: str, compile: bool = False,
+    def __init__(self, filepath: str, compile: bool = False, missing_ok: bool = False,
                  metadata: dict[str, Any] | None = None) -> None:
         self._filepath = Path(filepath)
         self._compile = compile
+        self._missing_ok = missing_ok
         self.metadata = metadata
 
     def _describe(self) -> dict[str, Any]:
@@ -208,6 +209,11 @@ class KerasModelDataset(AbstractDataset[Any, Any]):
 
         import age_gender.models  # noqa: F401  (registers the custom layers)
 
+        if not self._filepath.exists():
+            if self._missing_ok:
+                return None  # an optional model that has not been trained yet
+            raise DatasetError(f"No trained model at '{self._filepath.resolve()}': train it first "
+                               f"(kedro run --pipeline scratch / transfer).")
         return keras.models.load_model(self._filepath, compile=self._compile)
 
     def save(self, model: Any) -> None:

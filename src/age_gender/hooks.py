@@ -12,7 +12,7 @@ from age_gender.datasets import DATA_HELP
 
 logger = logging.getLogger(__name__)
 
-RAW_INPUTS = ("utkface_raw", "external_raw")
+RAW_INPUTS = ("utkface_raw", "external_raw", "photos_raw")
 
 
 class RuntimeHooks:

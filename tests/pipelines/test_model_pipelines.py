@@ -1,0 +1,136 @@
+"""scratch_search, scratch, transfer, evaluation, evaluate_external and predict, run through Kedro
+on a sample of the real archive at tiny sizes. One project is prepared per module; the tests
+then read what the runs wrote."""
+
+import io
+import json
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from tests.conftest import run_kedro, write_tar
+
+pytestmark = pytest.mark.pipeline
+
+TINY = {
+    "ingestion": {"image_sizes": [32, 48]},
+    "split": {"test_size": 60, "subset_size": 300},
+    "scratch_training": {"input_size": 32, "epochs": 2, "patience": 2, "batch_size": 32,
+                         "width_multiplier": 0.125},
+    "scratch": {"architecture": {"conv_pairs": 3, "dense_layers": 1, "dense_units": 16, "split_point": 1}},
+    "scratch_search": {"max_candidates": 2, "training": {"epochs": 1},
+                       "grid": [{"name": "a", "conv_pairs": 2, "dense_layers": 1, "dense_units": 8, "split_point": 1},
+                                {"name": "b", "conv_pairs": 3, "dense_layers": 1, "dense_units": 8, "split_point": 3,
+                                 "cross_stitch": "dense"},
+                                {"name": "never", "conv_pairs": 3, "dense_layers": 1, "dense_units": 8, "split_point": 0}]},
+    "transfer": {"compare": ["mobilenet_v2"], "input_size": 32,
+                 "head": {"epochs": 3, "patience": 2},
+                 "head_search": {"structures": ["dense-dropout", "dense-bn"]},
+                 "hyperband": {"max_epochs": 3, "factor": 3, "units_max": 128},
+                 "fine_tune": {"epochs": 1, "unfreeze_last": 4, "batch_size": 32}},
+}
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory, sample_archive, weights_dir):
+    from tests.conftest import REPO
+    import shutil
+
+    root = tmp_path_factory.mktemp("project")
+    shutil.copytree(REPO / "conf", root / "conf")
+    shutil.copy(REPO / "pyproject.toml", root / "pyproject.toml")
+    (root / "src").mkdir()
+    os.environ["UTKFACE_ARCHIVE"] = str(sample_archive)
+    os.environ["UTKFACE_WEIGHTS_DIR"] = str(weights_dir)
+    for name in ("ingestion", "split", "scratch_search", "scratch", "transfer", "evaluation"):
+        run_kedro(root, name, TINY)
+    return root
+
+
+def _json(project, name):
+    return json.loads((project / "data" / "08_reporting" / name).read_text())
+
+
+def test_scratch_search_scores_candidates_and_picks_one(project):
+    results = pd.read_csv(project / "data" / "08_reporting" / "scratch_search_results.csv")
+    assert list(results["name"]) and set(results["name"]) == {"a", "b"}  # max_candidates=2
+    assert results["val2_gender_accuracy"].between(0, 1).all()
+    winner = _json(project, "scratch_search_winner.json")
+    assert winner["name"] in {"a", "b"} and "rank" in winner["rule"]
+    assert (project / "data" / "08_reporting" / "scratch_search.png").exists()
+
+
+def test_scratch_model_metrics_and_model_file(project):
+    import keras
+
+    metrics = _json(project, "scratch_test_metrics.json")
+    assert 0 <= metrics["gender_accuracy"] <= 1 and metrics["age_mae"] > 0
+    assert metrics["n_test"] == 60 and metrics["train_seconds"] > 0
+    model = keras.models.load_model(project / "data" / "06_models" / "scratch.keras")
+    assert model.input_shape == (None, 32, 32, 3)
+    assert (project / "data" / "08_reporting" / "scratch_learning_curves.png").exists()
+
+
+def test_transfer_model_is_marked_pretrained_with_local_weights(project):
+    metrics = _json(project, "transfer_test_metrics.json")
+    assert metrics["backbone"] == "mobilenet_v2" and metrics["pretrained"] is True
+    assert {"gender_accuracy", "age_mae", "n_test", "train_seconds"} <= set(metrics)
+    comparison = pd.read_csv(project / "data" / "08_reporting" / "backbone_comparison.csv")
+    assert list(comparison["backbone"]) == ["mobilenet_v2"]
+    best = _json(project, "transfer_best_head.json")
+    assert best["tuned"] and best["trials"] >= 1
+    assert any((project / "data" / "06_models" / "hyperband").rglob("trial.json"))
+
+
+def test_evaluation_numbers_agree_with_the_saved_predictions(project):
+    predictions = pd.read_parquet(project / "data" / "07_model_output" / "evaluation_predictions.parquet")
+    metrics = _json(project, "evaluation_metrics.json")
+    assert set(metrics) == {"scratch", "transfer"}
+    for name, part in predictions.groupby("model"):
+        assert metrics[name]["n"] == len(part) == 60
+        assert metrics[name]["gender"]["accuracy"] == pytest.approx((part["gender"] == part["gender_pred"]).mean(), abs=1e-4)
+        assert metrics[name]["age"]["mae"] == pytest.approx((part["age"] - part["age_pred"]).abs().mean(), abs=1e-3)
+        assert sum(g["n"] for g in metrics[name]["by_race"].values()) == 60
+    # the evaluation's predictions agree with the training pipeline's own test predictions
+    own = pd.read_parquet(project / "data" / "07_model_output" / "scratch_test_predictions.parquet")
+    mine = predictions[predictions["model"] == "scratch"].reset_index(drop=True)
+    assert np.allclose(own["age_pred"], mine["age_pred"], atol=1e-3)
+    comparison = _json(project, "model_comparison.json")
+    assert {r["model"] for r in comparison["models"]} == {"scratch", "transfer", "study_cnn10", "study_xception"}
+    for plot in ("age_prediction", "error_by_group", "confusion_matrix", "model_comparison", "prediction_gallery"):
+        assert (project / "data" / "08_reporting" / f"{plot}.png").stat().st_size > 5000
+
+
+def test_evaluate_external_on_a_folder_it_has_never_seen(project, archive_members, tmp_path):
+    folder = tmp_path / "other_faces"
+    folder.mkdir()
+    for name, data in list(archive_members.items())[-40:]:
+        (folder / name.split("/")[-1]).write_bytes(data)
+    (folder / "broken_0_0_x.jpg").write_bytes(b"not an image")
+    run_kedro(project, "evaluate_external", {**TINY, "external_faces": str(folder)})
+    report = _json(project, "external/ingestion_report.json")
+    assert report["files_seen"] == 41 and report["set_aside"]["malformed_name"] == ["broken_0_0_x.jpg"]
+    metrics = _json(project, "external/evaluation_metrics.json")
+    assert metrics["transfer"]["n"] == report["kept"]
+    assert (project / "data" / "08_reporting" / "external" / "prediction_gallery.png").exists()
+
+
+def test_predict_on_ordinary_photos(project, archive_members, tmp_path):
+    faces = [Image.open(io.BytesIO(d)) for d in list(archive_members.values())[:2]]
+    photo = Image.new("RGB", (640, 400), (200, 200, 200))
+    photo.paste(faces[0].resize((160, 160)), (60, 80))
+    photo.paste(faces[1].resize((140, 140)), (400, 120))
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    photo.save(folder / "two.jpg")
+    Image.new("RGB", (300, 200), (20, 120, 20)).save(folder / "landscape.png")
+    run_kedro(project, "predict", {**TINY, "photos": str(folder)})
+    table = pd.read_csv(project / "data" / "07_model_output" / "photo_predictions.csv")
+    report = _json(project, "predict_report.json")
+    assert report["no_face"] == ["landscape.png"] and report["photos_seen"] == 2
+    assert set(table["file"]) == {"two.jpg"} and len(table) >= 1
+    assert table["gender_prob"].between(0.5, 1).all() and table["age"].gt(0).all()
+    assert (project / "data" / "07_model_output" / "annotated_photos" / "two.jpg").exists()

@@ -1,0 +1,75 @@
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+
+from age_gender.models import CrossStitch, build_multitask_cnn, conv_filters  # noqa: E402
+
+SMALL = dict(input_size=16, conv_pairs=2, dense_layers=1, dense_units=10, width_multiplier=0.125,
+             batch_norm=False, l2=0.0, dropout=0.0)
+
+
+def test_conv_filters_follow_the_study():
+    assert conv_filters(6) == [64, 128, 256, 512, 512, 512]
+    assert conv_filters(5, 0.25) == [16, 32, 64, 128, 128]
+
+
+@pytest.mark.parametrize("split_point, cross_stitch, expected", [
+    (2, "none", 9458),            # shared trunk 4296 + two dense branches 5140 + heads 22
+    (0, "none", 13754),           # both conv pairs duplicated per branch
+    (1, "none", 808 + 2 * 3488 + 5140 + 22),  # first pair shared, second per branch
+    (0, "conv", 13754 + 4 * 8 + 4 * 16),   # per-channel 2x2 units after each branch pair
+    (2, "dense", 9458 + 4 * 10),
+    (0, "both", 13754 + 4 * 8 + 4 * 16 + 4 * 10),
+])
+def test_parameter_counts(split_point, cross_stitch, expected):
+    model = build_multitask_cnn(split_point=split_point, cross_stitch=cross_stitch, **SMALL)
+    assert model.count_params() == expected
+    out = model(np.zeros((3, 16, 16, 3), np.float32))
+    assert out["age"].shape == (3, 1) and out["gender"].shape == (3, 1)
+
+
+def test_study_cnn10_shapes_at_full_size():
+    model = build_multitask_cnn(input_size=128, conv_pairs=5, dense_layers=3, dense_units=300, split_point=1)
+    assert [o.shape for o in model.outputs] == [(None, 1), (None, 1)]
+    assert model.get_layer("age5_conv2").filters == 512 and model.get_layer("shared1_conv1").filters == 64
+    assert model.count_params() > 20_000_000
+
+
+def test_age_head_starts_at_the_mean_age_and_gender_is_a_probability():
+    model = build_multitask_cnn(age_mean=41.0, age_std=12.0, **SMALL)
+    out = model(np.random.default_rng(0).uniform(0, 255, (8, 16, 16, 3)).astype(np.float32))
+    assert np.all((out["gender"].numpy() > 0) & (out["gender"].numpy() < 1))
+    assert abs(float(out["age"].numpy().mean()) - 41.0) < 12
+
+
+@pytest.mark.parametrize("bad", [dict(split_point=3), dict(conv_pairs=9), dict(cross_stitch="x"),
+                                 dict(input_size=2), dict(pooling="max")])
+def test_builder_rejects_bad_arguments(bad):
+    with pytest.raises(ValueError):
+        build_multitask_cnn(**{**SMALL, **bad})
+
+
+def test_cross_stitch_mixes_with_a_learned_2x2_per_channel():
+    layer = CrossStitch(per_channel=True, self_weight=0.8)
+    a = np.ones((2, 3), np.float32)
+    b = np.full((2, 3), 10.0, np.float32)
+    out_a, out_b = layer([a, b])
+    assert np.allclose(out_a, 0.8 * 1 + 0.2 * 10) and np.allclose(out_b, 0.2 * 1 + 0.8 * 10)
+    assert layer.alpha.shape == (2, 2, 3)
+    shared = CrossStitch(per_channel=False)
+    shared([np.ones((1, 4, 4, 64), np.float32)] * 2)
+    assert shared.count_params() == 4  # does not grow with the feature map
+
+
+def test_save_load_round_trip_gives_identical_predictions(tmp_path):
+    from age_gender.datasets import KerasModelDataset
+
+    model = build_multitask_cnn(cross_stitch="both", split_point=0, **{**SMALL, "batch_norm": True})
+    images = np.random.default_rng(1).uniform(0, 255, (5, 16, 16, 3)).astype(np.float32)
+    dataset = KerasModelDataset(str(tmp_path / "m.keras"))
+    dataset.save(model)
+    loaded = dataset.load()  # plain keras.models.load_model underneath, no custom_objects
+    before, after = model.predict(images, verbose=0), loaded.predict(images, verbose=0)
+    assert np.array_equal(before["age"], after["age"]) and np.array_equal(before["gender"], after["gender"])
+    assert [p.name for p in tmp_path.iterdir()] == ["m.keras"]

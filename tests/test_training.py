@@ -1,0 +1,76 @@
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from age_gender.models import build_multitask_cnn
+from age_gender.training import FaceArrays, compile_multitask, make_dataset, resumable_fit
+
+
+def _data(n=64, seed=0):
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 255, (n, 16, 16, 3), dtype=np.uint8)
+    return FaceArrays(images, rng.uniform(1, 80, n).astype(np.float32),
+                      rng.integers(0, 2, n).astype(np.float32), pd.DataFrame({"cache_index": range(n)}))
+
+
+def _fit(tmp_path, epochs, callbacks=()):
+    data = _data()
+    train = make_dataset(data, 16, shuffle=True, seed=1)
+    val = make_dataset(_data(32, 1), 16, shuffle=False, seed=1)
+
+    def build():
+        return build_multitask_cnn(input_size=16, conv_pairs=2, dense_layers=1, dense_units=8,
+                                   width_multiplier=0.125, split_point=1)
+
+    return resumable_fit(build, lambda m: compile_multitask(m, 1e-3, {"age": 0.1, "gender": 1.0}),
+                         train, val, epochs=epochs, patience=50, min_delta=0.0,
+                         checkpoint_dir=tmp_path / "ckpt", config={"test": 1},
+                         extra_callbacks=callbacks)
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_interrupted_training_resumes_where_it_stopped(tmp_path):
+    import keras
+
+    class KillAfterEpoch2(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:
+                raise Interrupt()
+
+    with pytest.raises(Interrupt):
+        _fit(tmp_path, 4, callbacks=[KillAfterEpoch2()])
+    state = json.loads((tmp_path / "ckpt" / "state.json").read_text())
+    assert state["epoch"] == 1 and len(state["history"]["loss"]) == 2
+    result = _fit(tmp_path, 4)
+    assert result.resumed_from_epoch == 2
+    assert len(result.history["loss"]) == 4  # 2 before the kill + 2 after
+    assert not list((tmp_path / "ckpt").glob("*.tmp*"))
+
+
+def test_checkpoint_of_another_configuration_is_not_resumed(tmp_path):
+    _fit(tmp_path, 1)
+    state = json.loads((tmp_path / "ckpt" / "state.json").read_text())
+    state["key"] = "something-else"
+    (tmp_path / "ckpt" / "state.json").write_text(json.dumps(state))
+    result = _fit(tmp_path, 2)
+    assert result.resumed_from_epoch is None and len(result.history["loss"]) == 2
+
+
+def test_input_pipeline_keeps_uint8_until_batches_and_shuffles_by_seed():
+    data = _data(40)
+    first = [y["age"].numpy().ravel() for _, y in make_dataset(data, 8, shuffle=True, seed=3)]
+    again = [y["age"].numpy().ravel() for _, y in make_dataset(data, 8, shuffle=True, seed=3)]
+    assert np.array_equal(np.concatenate(first), np.concatenate(again))
+    x, _ = next(iter(make_dataset(data, 8, shuffle=False, seed=3)))
+    assert x.dtype.name == "float32" and np.array_equal(x.numpy()[0], data.images[0].astype(np.float32))
+
+
+def test_bad_loss_name_is_a_clear_error():
+    model = build_multitask_cnn(input_size=16, conv_pairs=1, dense_layers=0, width_multiplier=0.125)
+    with pytest.raises(ValueError, match="age_loss"):
+        compile_multitask(model, 1e-3, {"age": 1, "gender": 1}, age_loss="l7")
