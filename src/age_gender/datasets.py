@@ -254,3 +254,25 @@ class OptionalJSONDataset(AbstractDataset[Any, Any]):
             os.replace(tmp, final)
         finally:
             tmp.unlink(missing_ok=True)
+
+
+class WorkingDirectoryDataset(AbstractDataset[None, str]):
+    """A folder a node works in (checkpoints, tuner trials). Loads as its absolute path, so the
+    catalog, not the node, decides where such files live (relative to the project)."""
+
+    def __init__(self, path: str, metadata: dict[str, Any] | None = None) -> None:
+        self._path = Path(path)
+        self.metadata = metadata
+
+    def _describe(self) -> dict[str, Any]:
+        return {"path": str(self._path)}
+
+    def _exists(self) -> bool:
+        return True
+
+    def load(self) -> str:
+        self._path.mkdir(parents=True, exist_ok=True)
+        return str(self._path.resolve())
+
+    def save(self, data: None) -> None:
+        raise DatasetError("A working directory is written by the node that uses it, not saved.")

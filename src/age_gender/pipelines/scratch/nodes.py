@@ -89,13 +89,13 @@ def choose_architecture(scratch: Mapping[str, Any], winner: Mapping[str, Any] | 
 
 
 def train_scratch_model(face_cache: Mapping[str, Any], face_splits: pd.DataFrame,
-                        winner: Mapping[str, Any] | None, scratch: Mapping[str, Any],
+                        winner: Mapping[str, Any] | None, checkpoints: str, scratch: Mapping[str, Any],
                         training: Mapping[str, Any], device: Mapping[str, Any]):
     """Retrain the chosen CNN on train+val1 (early stopping on val2, which no model trained on)
     and score it once on the held-out test split."""
     architecture = choose_architecture(scratch, winner)
     result, _ = fit_cnn(face_cache, face_splits, architecture, {**training, **scratch.get("training", {})},
-                        device, ["train", "val1"], ["val2"], scratch["checkpoint_dir"])
+                        device, ["train", "val1"], ["val2"], checkpoints)
     test = select_split(face_cache, face_splits, int(training["input_size"]), ["test"])
     predictions = prediction_table(test.rows, *predict_faces(result.model, test.images))
     metrics = {**headline_metrics(predictions), "train_seconds": round(result.train_seconds, 1),

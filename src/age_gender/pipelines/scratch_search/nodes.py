@@ -29,7 +29,7 @@ def active_candidates(search: Mapping[str, Any]) -> list[dict[str, Any]]:
     return grid if limit in (None, "all") else grid[: int(limit)]
 
 
-def train_candidate(face_cache, face_splits: pd.DataFrame, search: Mapping[str, Any],
+def train_candidate(face_cache, face_splits: pd.DataFrame, checkpoints: str, search: Mapping[str, Any],
                     training: Mapping[str, Any], device: Mapping[str, Any], slot: int) -> dict[str, Any]:
     """Train grid entry ``slot`` on train (early stopping on val1) and score it on val2.
 
@@ -44,7 +44,7 @@ def train_candidate(face_cache, face_splits: pd.DataFrame, search: Mapping[str, 
     settings = {**training, **search.get("training", {})}
     try:
         result, _ = fit_cnn(face_cache, face_splits, candidate, settings, device, ["train"], ["val1"],
-                            Path(search["checkpoint_dir"]) / name)
+                            Path(checkpoints) / name)
         data = select_split(face_cache, face_splits, int(settings["input_size"]), ["val2"])
         scores = headline_metrics(prediction_table(data.rows, *predict_faces(result.model, data.images)))
     except (ValueError, RuntimeError, KeyError, ArithmeticError) as error:

@@ -19,7 +19,8 @@ def create_pipeline(**kwargs) -> Pipeline:
     slots = [
         Pipeline(
             [node(_slot_function(i),
-                  ["face_cache", "face_splits", "params:scratch_search", "params:scratch_training",
+                  ["face_cache", "face_splits", "scratch_search_checkpoints", "params:scratch_search",
+                   "params:scratch_training",
                    "params:device"],
                   f"scratch_search.slot_{i + 1:02d}.result",
                   name=f"slot_{i + 1:02d}_train_candidate", namespace="scratch_search")]

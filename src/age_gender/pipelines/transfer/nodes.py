@@ -191,11 +191,12 @@ def search_heads(features, face_splits: pd.DataFrame, params: Mapping[str, Any])
     return table, _scatter(table, "structure", f"Head structures on {name} features (study's Table 4)")
 
 
-def tune_head(features, face_splits: pd.DataFrame, head_search: pd.DataFrame,
+def tune_head(features, face_splits: pd.DataFrame, head_search: pd.DataFrame, trials_dir: str,
               params: Mapping[str, Any]) -> dict[str, Any]:
     """Hyperband (keras-tuner) over learning rate and dense units of the best head structure.
 
-    Trials live in ``transfer.hyperband.directory``; rerunning resumes instead of starting over.
+    Trials live in ``trials_dir`` (the ``hyperband_trials`` catalog entry); rerunning resumes
+    instead of starting over.
     """
     import keras
     import keras_tuner
@@ -225,7 +226,7 @@ def tune_head(features, face_splits: pd.DataFrame, head_search: pd.DataFrame,
     tuner = keras_tuner.Hyperband(
         build, objective=keras_tuner.Objective("val_loss", "min"), max_epochs=int(hb["max_epochs"]),
         factor=int(hb["factor"]), hyperband_iterations=1, seed=int(params["seed"]),
-        directory=str(Path(hb["directory"])), project_name=f"{name}_{structure}", overwrite=False)
+        directory=str(Path(trials_dir)), project_name=f"{name}_{structure}", overwrite=False)
     started = time.perf_counter()
     tuner.search(x_train, {"age": age[:, None], "gender": gender[:, None]},
                  validation_data=(x_val, {"age": age_val[:, None], "gender": gender_val[:, None]}),
@@ -256,7 +257,8 @@ def _unfreeze_last(backbone, count: int) -> list[str]:
 
 
 def train_transfer_model(face_cache, face_splits: pd.DataFrame, features, provenance: Mapping[str, Any],
-                         best_head: Mapping[str, Any], params: Mapping[str, Any], device: Mapping[str, Any]):
+                         best_head: Mapping[str, Any], checkpoints: str, params: Mapping[str, Any],
+                         device: Mapping[str, Any]):
     """Final model: top trained on cached train+val1 features, then the last layers of the
     backbone fine-tuned with augmentation (early stopping on val2), tested once on test."""
     import keras
@@ -297,7 +299,7 @@ def train_transfer_model(face_cache, face_splits: pd.DataFrame, features, proven
     with run_scope(strategy):
         result = resumable_fit(build, compile_model, train_ds, val_ds, epochs=int(fine["epochs"]),
                                patience=int(fine["patience"]), min_delta=float(fine["min_delta"]),
-                               checkpoint_dir=fine["checkpoint_dir"], config=config)
+                               checkpoint_dir=checkpoints, config=config)
     test = select_split(face_cache, face_splits, size, ["test"])
     predictions = prediction_table(test.rows, *predict_faces(result.model, test.images))
     metrics = {**headline_metrics(predictions),
