@@ -1,7 +1,12 @@
 import numpy as np
 import pytest
 
-from age_gender.models import build_backbone, build_transfer_model, build_two_headed_top, resolve_weights
+from age_gender.models import (
+    build_backbone,
+    build_transfer_model,
+    build_two_headed_top,
+    resolve_weights,
+)
 from age_gender.models.backbones import WeightsUnavailable
 from age_gender.models.heads import HEAD_STRUCTURES, build_feature_extractor
 from age_gender.pipelines.transfer.nodes import _unfreeze_last

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from tests.conftest import run_kedro, write_tar
+from tests.conftest import run_kedro
 
 pytestmark = pytest.mark.pipeline
 
@@ -36,8 +36,9 @@ TINY = {
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory, sample_archive, weights_dir):
-    from tests.conftest import REPO
     import shutil
+
+    from tests.conftest import REPO
 
     root = tmp_path_factory.mktemp("project")
     shutil.copytree(REPO / "conf", root / "conf")

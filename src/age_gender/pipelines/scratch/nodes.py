@@ -10,7 +10,12 @@ from typing import Any
 
 import pandas as pd
 
-from age_gender.reporting import headline_metrics, plot_learning_curves, predict_faces, prediction_table
+from age_gender.reporting import (
+    headline_metrics,
+    plot_learning_curves,
+    predict_faces,
+    prediction_table,
+)
 from age_gender.training import (
     FitResult,
     augmentation,

@@ -20,7 +20,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from age_gender.reporting import headline_metrics, plot_learning_curves, predict_faces, prediction_table  # noqa: E402
+from age_gender.reporting import (  # noqa: E402
+    headline_metrics,
+    plot_learning_curves,
+    predict_faces,
+    prediction_table,
+)
 from age_gender.training import (  # noqa: E402
     augmentation,
     compile_multitask,
@@ -261,7 +266,6 @@ def train_transfer_model(face_cache, face_splits: pd.DataFrame, features, proven
                          device: Mapping[str, Any]):
     """Final model: top trained on cached train+val1 features, then the last layers of the
     backbone fine-tuned with augmentation (early stopping on val2), tested once on test."""
-    import keras
 
     from age_gender.models import build_transfer_model
 

@@ -1,6 +1,12 @@
 from kedro.pipeline import Pipeline, node
 
-from .nodes import compare_backbones, extract_features, search_heads, train_transfer_model, tune_head
+from .nodes import (
+    compare_backbones,
+    extract_features,
+    search_heads,
+    train_transfer_model,
+    tune_head,
+)
 
 
 def create_pipeline(**kwargs) -> Pipeline:

@@ -1,0 +1,311 @@
+"""Speed and memory benchmarks. Prints a table and writes data/08_reporting/benchmarks.json.
+
+    python benchmarks/run.py            # everything (about 5 minutes on a 2-core CPU)
+    python benchmarks/run.py --quick    # smaller samples, for a smoke check
+
+Each benchmark runs in its own process, so its peak memory (max RSS) is its own. Throughputs
+are images per second after a warm-up; ratios compare two ways of doing the same work measured
+in the same run on the same machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import platform
+import resource
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+AUGMENT = {"enabled": True, "flip": True, "shift": 0.1, "zoom": 0.1, "rotation_degrees": 10}
+BASE = {"input_size": 64, "width_multiplier": 0.25, "batch_size": 64}
+PAPER = {"input_size": 128, "width_multiplier": 1.0, "batch_size": 32}
+CNN10 = {"conv_pairs": 5, "dense_layers": 3, "dense_units": 300, "split_point": 1}
+
+
+def archive_path() -> Path:
+    return Path(os.environ.get("UTKFACE_ARCHIVE", REPO.parent / "shared" / "data" / "UTKFace.tar.gz"))
+
+
+def weights_dir() -> Path:
+    return Path(os.environ.get("UTKFACE_WEIGHTS_DIR", REPO.parent / "shared" / "weights"))
+
+
+def _sample(n: int, size: int):
+    """n real faces at ``size`` px with labels, decoded straight from the archive."""
+    import tarfile
+
+    import numpy as np
+
+    from age_gender.faces import decode_face, parse_utkface_name
+
+    images, ages, genders, blobs = [], [], [], []
+    with tarfile.open(archive_path()) as archive:
+        for member in archive:
+            label = parse_utkface_name(member.name) if member.isfile() else "dir"
+            if isinstance(label, str):
+                continue
+            data = archive.extractfile(member).read()
+            decoded = decode_face(data, (size,), 10**8)
+            if decoded.arrays is None:
+                continue
+            images.append(decoded.arrays[size])
+            ages.append(label.age)
+            genders.append(label.gender)
+            blobs.append((member.name.rsplit("/", 1)[-1], data))
+            if len(images) == n:
+                break
+    return np.stack(images), np.array(ages, np.float32), np.array(genders, np.float32), blobs
+
+
+def _timed_fit(model, dataset, steps: int, warmup: int = 3) -> float:
+    """Images per second of ``model.train_on_batch`` over ``steps`` batches after a warm-up."""
+    iterator = iter(dataset.repeat())
+    for _ in range(warmup):
+        x, y = next(iterator)
+        model.train_on_batch(x, y)
+    seen, started = 0, time.perf_counter()
+    for _ in range(steps):
+        x, y = next(iterator)
+        model.train_on_batch(x, y)
+        seen += len(x)
+    return seen / (time.perf_counter() - started)
+
+
+def _cnn(size, width, age_mean=33.0):
+    from age_gender.models import build_multitask_cnn
+    from age_gender.training import compile_multitask
+
+    model = build_multitask_cnn(input_size=size, width_multiplier=width, age_mean=age_mean, **CNN10)
+    compile_multitask(model, 1e-3, {"age": 0.1, "gender": 1.0})
+    return model
+
+
+# --- benchmarks (each runs in a child process) -------------------------------------------------
+
+
+def bench_ingestion(quick: bool) -> dict:
+    from age_gender.datasets import FaceSourceDataset
+    from age_gender.pipelines.ingestion.nodes import check_faces, decode_faces
+
+    params = {"image_sizes": [64, 128], "max_pixels": 25_000_000, "workers": None,
+              "exclude_files": [], "face_check": {"enabled": True, "drop_suspects": False, "min_neighbors": 3}}
+    started = time.perf_counter()
+    source = FaceSourceDataset(str(archive_path())).load()
+    if quick:
+        source.members = source.members[:3000]
+    read = time.perf_counter() - started
+    manifest, images, _ = decode_faces(source, params)
+    decoded = time.perf_counter() - started
+    check_faces(images, params)
+    checked = time.perf_counter() - started
+    n = len(source.members)
+    return {"files": n, "read_seconds": round(read, 1), "decode_seconds": round(decoded - read, 1),
+            "face_check_seconds": round(checked - decoded, 1),
+            "ingestion_images_per_s": round(n / decoded, 1),
+            "ingestion_with_face_check_images_per_s": round(n / checked, 1)}
+
+
+def bench_input_vs_model(quick: bool) -> dict:
+    """Cached tf.data (with augmentation) against the model it feeds, and against the study's
+    way of feeding Keras: decode and augment JPEG files from disk every epoch."""
+    import keras
+    import numpy as np
+    import pandas as pd
+    from PIL import Image
+
+    from age_gender.training import FaceArrays, augmentation, make_dataset
+
+    n = 1000 if quick else 4500
+    size, width, batch = BASE["input_size"], BASE["width_multiplier"], BASE["batch_size"]
+    images, ages, genders, blobs = _sample(n, size)
+    data = FaceArrays(images, ages, genders, pd.DataFrame({"cache_index": range(n)}))
+    dataset = make_dataset(data, batch, shuffle=True, seed=0, augment=augmentation(AUGMENT, 0))
+    for _ in dataset.take(2):
+        pass
+    started = time.perf_counter()
+    count = sum(len(x) for x, _ in dataset)
+    pipeline_rate = count / (time.perf_counter() - started)
+
+    folder = Path(tempfile.mkdtemp(prefix="jpeg_baseline_"))
+    for name, blob in blobs:
+        (folder / name).write_bytes(blob)
+    files = [folder / name for name, _ in blobs]
+    rng = np.random.default_rng(0)
+
+    class JpegFromDisk(keras.utils.PyDataset):
+        """What ImageDataGenerator.flow_from_dataframe does: open, decode, resize and augment
+        each JPEG file with PIL, every epoch, in Python."""
+
+        def __len__(self):
+            return len(files) // batch
+
+        def __getitem__(self, index):
+            xs = []
+            for path in files[index * batch:(index + 1) * batch]:
+                image = Image.open(path).convert("RGB").resize((size, size), Image.NEAREST)
+                if rng.random() < 0.5:
+                    image = image.transpose(Image.FLIP_LEFT_RIGHT)
+                zoom = 1 - rng.uniform(0, 0.1)
+                shift = rng.uniform(-0.1, 0.1, 2) * size
+                image = image.rotate(rng.uniform(-10, 10), resample=Image.BILINEAR,
+                                     translate=tuple(shift), center=(size / 2, size / 2))
+                crop = int(size * zoom)
+                image = image.crop((0, 0, crop, crop)).resize((size, size), Image.BILINEAR)
+                xs.append(np.asarray(image, np.float32))
+            sl = slice(index * batch, (index + 1) * batch)
+            return np.stack(xs), {"age": ages[sl, None], "gender": genders[sl, None]}
+
+    baseline = JpegFromDisk()
+    started = time.perf_counter()
+    count = sum(len(baseline[i][0]) for i in range(len(baseline)))
+    baseline_rate = count / (time.perf_counter() - started)
+
+    steps = 10 if quick else 30
+    model = _cnn(size, width, float(ages.mean()))
+    cached_train = _timed_fit(model, dataset, steps)
+    import tensorflow as tf
+
+    def gen():
+        while True:
+            for i in range(len(baseline)):
+                yield baseline[i]
+
+    spec = (tf.TensorSpec((None, size, size, 3), tf.float32),
+            {"age": tf.TensorSpec((None, 1), tf.float32), "gender": tf.TensorSpec((None, 1), tf.float32)})
+    jpeg_dataset = tf.data.Dataset.from_generator(gen, output_signature=spec)
+    jpeg_train = _timed_fit(model, jpeg_dataset, steps)
+    shutil.rmtree(folder)
+    return {"images": n, "input_size": size,
+            "input_pipeline_images_per_s": round(pipeline_rate, 1),
+            "baseline_jpeg_images_per_s": round(baseline_rate, 1),
+            "input_pipeline_vs_jpeg_ratio": round(pipeline_rate / baseline_rate, 2),
+            "scratch_train_images_per_s": round(cached_train, 1),
+            "scratch_train_from_jpeg_images_per_s": round(jpeg_train, 1),
+            "train_speedup_cached_vs_jpeg": round(cached_train / jpeg_train, 2),
+            "input_pipeline_vs_model_ratio": round(pipeline_rate / cached_train, 1)}
+
+
+def bench_paper_scratch(quick: bool) -> dict:
+    import numpy as np
+    import pandas as pd
+
+    from age_gender.training import FaceArrays, augmentation, make_dataset
+
+    size, batch = PAPER["input_size"], 16 if quick else PAPER["batch_size"]
+    images, ages, genders, _ = _sample(batch * 4, size)
+    data = FaceArrays(images, ages, genders, pd.DataFrame({"cache_index": range(len(ages))}))
+    dataset = make_dataset(data, batch, shuffle=True, seed=0, augment=augmentation(AUGMENT, 0))
+    model = _cnn(size, PAPER["width_multiplier"], float(np.mean(ages)))
+    return {"paper_scratch_train_images_per_s": round(_timed_fit(model, dataset, 2 if quick else 4, warmup=1), 2),
+            "input_size": size, "batch_size": batch}
+
+
+def bench_fine_tune_and_inference(quick: bool) -> dict:
+    import keras
+    import numpy as np
+    import pandas as pd
+
+    from age_gender.models import build_backbone, build_transfer_model, build_two_headed_top
+    from age_gender.models.heads import build_feature_extractor
+    from age_gender.pipelines.transfer.nodes import _unfreeze_last
+    from age_gender.training import FaceArrays, augmentation, compile_multitask, make_dataset
+
+    size, batch = 128, 32
+    images, ages, genders, _ = _sample(256, size)
+    data = FaceArrays(images, ages, genders, pd.DataFrame({"cache_index": range(len(ages))}))
+    dataset = make_dataset(data, batch, shuffle=True, seed=0, augment=augmentation(AUGMENT, 0))
+    backbone = build_backbone("mobilenet_v2", size, str(weights_dir() / "mobilenet_v2_1.0_imagenet_notop.weights.h5"))
+    extractor = build_feature_extractor("mobilenet_v2", backbone, size)
+    model = build_transfer_model(extractor, build_two_headed_top(extractor.output_shape[-1], "dense-dropout", 256))
+    _unfreeze_last(backbone, 30)
+    compile_multitask(model, 1e-4, {"age": 0.1, "gender": 1.0})
+    fine = _timed_fit(model, dataset, 3 if quick else 8)
+    path = Path(tempfile.mkdtemp()) / "exported.keras"
+    model.save(path)
+    exported = keras.models.load_model(path)
+    x = images.astype(np.float32)
+    exported.predict(x[:batch], verbose=0)
+    started = time.perf_counter()
+    exported.predict(x, batch_size=64, verbose=0)
+    inference = len(x) / (time.perf_counter() - started)
+    shutil.rmtree(path.parent)
+    return {"fine_tune_images_per_s": round(fine, 1), "inference_images_per_s": round(inference, 1),
+            "backbone": "mobilenet_v2", "input_size": size, "unfrozen_layers": 30}
+
+
+def _child(name: str, quick: bool, queue) -> None:
+    result = globals()[name](quick)
+    result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    queue.put(result)
+
+
+def run_isolated(name: str, quick: bool) -> dict:
+    context = mp.get_context("spawn")
+    queue = context.Queue()
+    process = context.Process(target=_child, args=(name, quick, queue))
+    process.start()
+    result = queue.get()
+    process.join()
+    return result
+
+
+def machine() -> dict:
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpu = ""
+    try:
+        import subprocess
+
+        gpu = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return {"machine": gpu or cpu, "cpu": cpu, "gpu": gpu or None, "cores": os.cpu_count()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller samples, for a smoke check")
+    parser.add_argument("--output", default=str(REPO / "data" / "08_reporting" / "benchmarks.json"))
+    parser.add_argument("--only", nargs="*", help="names of benchmarks to run")
+    args = parser.parse_args()
+    if not archive_path().is_file():
+        sys.exit(f"benchmarks need the UTKFace archive at {archive_path()} (set UTKFACE_ARCHIVE)")
+    names = args.only or ["bench_ingestion", "bench_input_vs_model", "bench_paper_scratch",
+                          "bench_fine_tune_and_inference"]
+    report = {**machine(), "quick": args.quick, "results": {}}
+    for name in names:
+        started = time.perf_counter()
+        report["results"][name] = run_isolated(name, args.quick)
+        report["results"][name]["wall_seconds"] = round(time.perf_counter() - started, 1)
+        print(name, json.dumps(report["results"][name]), flush=True)
+    flat = {k: v for result in report["results"].values() for k, v in result.items()
+            if k.endswith(("_per_s", "_ratio", "speedup_cached_vs_jpeg"))}
+    report.update(flat)
+    output = Path(args.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_suffix(".tmp")
+    tmp.write_text(json.dumps(report, indent=2))
+    os.replace(tmp, output)
+    print(f"\n{'metric':45s} value\n" + "\n".join(f"{k:45s} {v}" for k, v in flat.items()))
+    print(f"\nmachine: {report['machine']} ({report['cores']} cores); written to {output}")
+
+
+if __name__ == "__main__":
+    main()
