@@ -115,15 +115,14 @@ def make_dataset(data: FaceArrays, batch_size: int, *, shuffle: bool, seed: int,
 def device_setup(params: Mapping[str, Any]):
     """A distribution strategy scope and the dtype policy for the layers.
 
-    Several GPUs: ``MirroredStrategy``; ``TF_CONFIG`` set: ``MultiWorkerMirroredStrategy``;
-    otherwise the default strategy. ``mixed_precision`` applies only where a GPU is present.
+    Several GPUs: ``MirroredStrategy``; otherwise the default strategy (several machines:
+    ``age_gender.multiworker``, since Keras 3's ``fit`` does not run under
+    ``MultiWorkerMirroredStrategy``). ``mixed_precision: auto`` applies only on a GPU.
     """
     import tensorflow as tf
 
     gpus = tf.config.list_physical_devices("GPU")
-    if os.environ.get("TF_CONFIG"):
-        strategy = tf.distribute.MultiWorkerMirroredStrategy()
-    elif len(gpus) > 1:
+    if len(gpus) > 1:
         strategy = tf.distribute.MirroredStrategy()
     else:
         strategy = tf.distribute.get_strategy()

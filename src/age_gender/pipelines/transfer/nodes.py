@@ -30,6 +30,7 @@ from age_gender.training import (  # noqa: E402
     augmentation,
     compile_multitask,
     device_setup,
+    fingerprint,
     make_dataset,
     resumable_fit,
     run_scope,
@@ -231,7 +232,9 @@ def tune_head(features, face_splits: pd.DataFrame, head_search: pd.DataFrame, tr
     tuner = keras_tuner.Hyperband(
         build, objective=keras_tuner.Objective("val_loss", "min"), max_epochs=int(hb["max_epochs"]),
         factor=int(hb["factor"]), hyperband_iterations=1, seed=int(params["seed"]),
-        directory=str(Path(trials_dir)), project_name=f"{name}_{structure}", overwrite=False)
+        directory=str(Path(trials_dir)), overwrite=False,
+        # one folder per search set-up: a rerun of the same set-up resumes, a changed one starts anew
+        project_name=f"{name}_{structure}_{fingerprint({'hb': dict(hb), 'head': settings, 'n': len(age)})}")
     started = time.perf_counter()
     tuner.search(x_train, {"age": age[:, None], "gender": gender[:, None]},
                  validation_data=(x_val, {"age": age_val[:, None], "gender": gender_val[:, None]}),

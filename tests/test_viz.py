@@ -1,0 +1,30 @@
+"""`kedro viz build` exports a static site that holds every pipeline's DAG."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.pipeline
+
+
+def test_kedro_viz_build_exports_every_pipeline(kedro_project: Path):
+    kedro = Path(sys.executable).with_name("kedro")
+    env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "1"}
+    shutil.copy(REPO / ".telemetry", kedro_project / ".telemetry")
+    result = subprocess.run([str(kedro), "viz", "build"], cwd=kedro_project, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    main = json.loads((kedro_project / "build" / "api" / "main").read_text())
+    pipelines = {p["id"] for p in main["pipelines"]}
+    assert {"ingestion", "split", "scratch_search", "scratch", "transfer", "evaluation",
+            "evaluate_external", "predict", "__default__"} <= pipelines
+    names = {n["name"] for n in main["nodes"]}
+    assert {"ingestion_report", "face_splits", "transfer_test_metrics"} <= {n.split(".")[-1] for n in names} | names
+    assert (kedro_project / "build" / "index.html").exists()
