@@ -74,3 +74,13 @@ def test_bad_loss_name_is_a_clear_error():
     model = build_multitask_cnn(input_size=16, conv_pairs=1, dense_layers=0, width_multiplier=0.125)
     with pytest.raises(ValueError, match="age_loss"):
         compile_multitask(model, 1e-3, {"age": 1, "gender": 1}, age_loss="l7")
+
+
+def test_cosine_schedule_decays_and_unknown_schedule_is_an_error():
+    from age_gender.training import learning_rate_schedule
+
+    schedule = learning_rate_schedule(1e-3, "cosine", 100)
+    assert float(schedule(0)) == pytest.approx(1e-3) and float(schedule(100)) == pytest.approx(1e-5)
+    assert learning_rate_schedule(1e-3, "constant", 100) == 1e-3
+    with pytest.raises(ValueError, match="lr_schedule"):
+        learning_rate_schedule(1e-3, "step", 100)

@@ -144,8 +144,24 @@ def set_seeds(seed: int) -> None:
     keras.utils.set_random_seed(int(seed))
 
 
-def compile_multitask(model, learning_rate: float, loss_weights: Mapping[str, float],
+def learning_rate_schedule(learning_rate: float, schedule: str | None, total_steps: int):
+    """A constant rate, or cosine decay to 1 % over ``total_steps`` (steadier ends of short runs).
+
+    The schedule lives in the optimizer's step count, so a resumed run continues on it.
+    """
+    import keras
+
+    if schedule in (None, "constant"):
+        return float(learning_rate)
+    if schedule == "cosine":
+        return keras.optimizers.schedules.CosineDecay(float(learning_rate), max(1, int(total_steps)), alpha=0.01)
+    raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {schedule!r}")
+
+
+def compile_multitask(model, learning_rate, loss_weights: Mapping[str, float],
                       age_loss: str = "huber", jit_compile: bool | str = False) -> None:
+    """Adam, Huber/MAE/MSE on age (years), binary cross-entropy on gender, per-task weights.
+    ``learning_rate`` is a float or a Keras schedule."""
     import keras
 
     losses = {"mae": keras.losses.MeanAbsoluteError(), "mse": keras.losses.MeanSquaredError(),

@@ -21,6 +21,7 @@ from age_gender.training import (
     augmentation,
     compile_multitask,
     device_setup,
+    learning_rate_schedule,
     make_dataset,
     resumable_fit,
     run_scope,
@@ -69,7 +70,9 @@ def fit_cnn(face_cache: Mapping[str, Any], face_splits: pd.DataFrame, architectu
                                    age_std=float(train.age.std()), dtype=dtype, **arch, **options)
 
     def compile_model(model):
-        compile_multitask(model, float(training["learning_rate"]), training["loss_weights"],
+        steps = int(training["epochs"]) * -(-len(train) // batch)
+        rate = learning_rate_schedule(float(training["learning_rate"]), training.get("lr_schedule"), steps)
+        compile_multitask(model, rate, training["loss_weights"],
                           training.get("age_loss", "huber"), device.get("jit_compile", False))
 
     config = {"architecture": arch, "options": options, "training": dict(training),

@@ -31,6 +31,7 @@ from age_gender.training import (  # noqa: E402
     compile_multitask,
     device_setup,
     fingerprint,
+    learning_rate_schedule,
     make_dataset,
     resumable_fit,
     run_scope,
@@ -297,7 +298,9 @@ def train_transfer_model(face_cache, face_splits: pd.DataFrame, features, proven
         return build_transfer_model(extractor, top)
 
     def compile_model(model):
-        compile_multitask(model, float(fine["learning_rate"]), params["loss_weights"], params["age_loss"],
+        steps = int(fine["epochs"]) * -(-len(train) // batch)
+        rate = learning_rate_schedule(float(fine["learning_rate"]), fine.get("lr_schedule"), steps)
+        compile_multitask(model, rate, params["loss_weights"], params["age_loss"],
                           device.get("jit_compile", False))
 
     config = {"backbone": name, "params": dict(params), "head": dict(best_head),
