@@ -269,7 +269,10 @@ def train_transfer_model(face_cache, face_splits: pd.DataFrame, features, proven
                          best_head: Mapping[str, Any], checkpoints: str, params: Mapping[str, Any],
                          device: Mapping[str, Any]):
     """Final model: top trained on cached train+val1 features, then the last layers of the
-    backbone fine-tuned with augmentation (early stopping on val2), tested once on test."""
+    backbone fine-tuned with augmentation (early stopping on val2), tested once on test.
+
+    Every batch-norm layer, in the backbone and in the top, stays in inference mode while
+    fine-tuning, so training and inference see the same normalisation."""
 
     from age_gender.models import build_transfer_model
 
@@ -293,8 +296,13 @@ def train_transfer_model(face_cache, face_splits: pd.DataFrame, features, proven
     unfrozen: list[str] = []
 
     def build():
+        import keras
+
         extractor, backbone, _, _ = _feature_extractor(name, params)
         unfrozen[:] = _unfreeze_last(backbone, int(fine["unfreeze_last"]))
+        for layer in top.layers:  # the top's batch norm, too, keeps the statistics of stage 1
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.trainable = False
         return build_transfer_model(extractor, top)
 
     def compile_model(model):
