@@ -63,18 +63,34 @@ def decode_faces(face_source: FaceSource, params: dict[str, Any]) -> tuple[pd.Da
         else:
             labelled.append((member, data, label))
 
-    first_by_hash: dict[str, str] = {}
+    policy = params.get("conflicting_duplicates", "keep_first")
+    if policy not in ("drop", "keep_first"):
+        raise ValueError(f"ingestion.conflicting_duplicates must be 'drop' or 'keep_first', got {policy!r}")
+    groups: dict[str, list[tuple[str, bytes, FaceLabel]]] = defaultdict(list)
+    for member, data, label in labelled:
+        # empty files are not duplicates of each other: decoding sets them aside below
+        groups[hashlib.sha256(data).hexdigest() if data else f"empty:{member}"].append((member, data, label))
     unique: list[tuple[str, bytes, FaceLabel, str]] = []
     duplicates: dict[str, str] = {}
-    for member, data, label in labelled:
-        digest = hashlib.sha256(data).hexdigest()
-        if digest in first_by_hash and data:
-            set_aside["duplicate"].append(member)
-            duplicates[member] = first_by_hash[digest]
-            details[member] = f"same bytes as {first_by_hash[digest]}"
+    conflicts: dict[str, str] = {}
+    for digest, copies in groups.items():
+        first = copies[0]
+        labels = {(c[2].age, c[2].gender, c[2].race) for c in copies}
+        if len(labels) > 1 and policy == "drop":
+            # the same image under different labels: which is right cannot be known, keep none
+            for member, _, _ in copies:
+                set_aside["duplicate_conflicting_labels"].append(member)
+                others = [c[0] for c in copies if c[0] != member]
+                details[member] = f"same bytes as {', '.join(others)} but other labels"
             continue
-        first_by_hash.setdefault(digest, member)
-        unique.append((member, data, label, digest))
+        unique.append((*first, digest))
+        for member, _, label in copies[1:]:
+            set_aside["duplicate"].append(member)
+            duplicates[member] = first[0]
+            differs = (label.age, label.gender, label.race) != (first[2].age, first[2].gender, first[2].race)
+            details[member] = f"same bytes as {first[0]}" + (" (with other labels)" if differs else "")
+            if differs:
+                conflicts[member] = first[0]
 
     decoded = decode_many([u[1] for u in unique], sizes, int(params["max_pixels"]),
                           workers=_workers(params.get("workers")))
@@ -100,6 +116,7 @@ def decode_faces(face_source: FaceSource, params: dict[str, Any]) -> tuple[pd.Da
         "set_aside": {k: sorted(v) for k, v in set_aside.items()},
         "details": details,
         "duplicates": duplicates,
+        "duplicate_label_conflicts": conflicts,
         "converted": {row.member: f"{row.mode} {row.width}x{row.height}" for row in converted.itertuples()},
         "decode_seconds": round(time.perf_counter() - started, 2),
     }
@@ -150,6 +167,7 @@ def select_faces(manifest: pd.DataFrame, images: dict[int, np.ndarray], face_fou
         "set_aside": dict(sorted(set_aside.items())),
         "details": details,
         "duplicates": findings["duplicates"],
+        "duplicate_label_conflicts": findings["duplicate_label_conflicts"],
         "converted": findings["converted"],
         "face_check": {
             "enabled": bool(params["face_check"]["enabled"]),
