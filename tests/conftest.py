@@ -72,16 +72,20 @@ def sample_archive(tmp_path_factory, archive_members) -> Path:
     return write_tar(tmp_path_factory.mktemp("raw") / "UTKFace_sample.tar.gz", archive_members)
 
 
-@pytest.fixture()
-def kedro_project(tmp_path: Path) -> Path:
-    """A copy of the project's configuration in a temporary folder, so runs write there."""
-    shutil.copytree(REPO / "conf", tmp_path / "conf")
-    shutil.copy(REPO / "pyproject.toml", tmp_path / "pyproject.toml")
-    (tmp_path / "src").mkdir()  # the package itself is installed; Kedro only checks the folder
+def make_project(root: Path) -> Path:
+    """A copy of the project's configuration in ``root``, so runs write there, not in the repo."""
+    shutil.copytree(REPO / "conf", root / "conf")
+    shutil.copy(REPO / "pyproject.toml", root / "pyproject.toml")
+    (root / "src").mkdir()  # the package itself is installed; Kedro only checks the folder
     for layer in ("01_raw", "02_intermediate", "03_primary", "04_feature", "05_model_input",
                   "06_models", "07_model_output", "08_reporting"):
-        (tmp_path / "data" / layer).mkdir(parents=True)
-    return tmp_path
+        (root / "data" / layer).mkdir(parents=True)
+    return root
+
+
+@pytest.fixture()
+def kedro_project(tmp_path: Path) -> Path:
+    return make_project(tmp_path)
 
 
 def run_kedro(project: Path, pipeline: str, params: dict | None = None, env: str | None = None):

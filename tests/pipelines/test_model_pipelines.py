@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from tests.conftest import run_kedro
+from tests.conftest import make_project, run_kedro
 
 pytestmark = pytest.mark.pipeline
 
@@ -36,14 +36,7 @@ TINY = {
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory, sample_archive, weights_dir):
-    import shutil
-
-    from tests.conftest import REPO
-
-    root = tmp_path_factory.mktemp("project")
-    shutil.copytree(REPO / "conf", root / "conf")
-    shutil.copy(REPO / "pyproject.toml", root / "pyproject.toml")
-    (root / "src").mkdir()
+    root = make_project(tmp_path_factory.mktemp("project"))
     os.environ["UTKFACE_ARCHIVE"] = str(sample_archive)
     os.environ["UTKFACE_WEIGHTS_DIR"] = str(weights_dir)
     for name in ("ingestion", "split", "scratch_search", "scratch", "transfer", "evaluation"):
