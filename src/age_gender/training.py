@@ -181,6 +181,14 @@ def compile_multitask(model, learning_rate, loss_weights: Mapping[str, float],
 # --- resumable fit ---------------------------------------------------------------------------
 
 
+def data_key(*frames: pd.DataFrame) -> str:
+    """A short hash of which images, with which labels, a run trains and validates on."""
+    digest = hashlib.sha256()
+    for frame in frames:
+        digest.update(pd.util.hash_pandas_object(frame[["cache_index", "age", "gender"]], index=False).values.tobytes())
+    return digest.hexdigest()[:16]
+
+
 def fingerprint(config: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
 

@@ -93,7 +93,7 @@ def model_metrics(part: pd.DataFrame) -> dict[str, Any]:
     }
 
 
-def compute_metrics(predictions: pd.DataFrame, training_metrics: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def compute_metrics(predictions: pd.DataFrame) -> dict[str, Any]:
     return {name: model_metrics(part) for name, part in predictions.groupby("model")}
 
 

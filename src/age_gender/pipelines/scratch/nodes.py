@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Mapping
 from pathlib import Path
@@ -20,6 +19,7 @@ from age_gender.training import (
     FitResult,
     augmentation,
     compile_multitask,
+    data_key,
     device_setup,
     learning_rate_schedule,
     make_dataset,
@@ -33,13 +33,6 @@ logger = logging.getLogger(__name__)
 
 ARCHITECTURE_KEYS = ("conv_pairs", "dense_layers", "dense_units", "split_point")
 BUILDER_KEYS = ("width_multiplier", "batch_norm", "l2", "dropout", "cross_stitch", "pooling")
-
-
-def _data_key(*frames: pd.DataFrame) -> str:
-    digest = hashlib.sha256()
-    for frame in frames:
-        digest.update(pd.util.hash_pandas_object(frame[["cache_index", "age", "gender"]], index=False).values.tobytes())
-    return digest.hexdigest()[:16]
 
 
 def fit_cnn(face_cache: Mapping[str, Any], face_splits: pd.DataFrame, architecture: Mapping[str, Any],
@@ -76,7 +69,7 @@ def fit_cnn(face_cache: Mapping[str, Any], face_splits: pd.DataFrame, architectu
                           training.get("age_loss", "huber"), device.get("jit_compile", False))
 
     config = {"architecture": arch, "options": options, "training": dict(training),
-              "train": train_splits, "val": val_splits, "data": _data_key(train.rows, val.rows),
+              "train": train_splits, "val": val_splits, "data": data_key(train.rows, val.rows),
               "dtype": dtype}
     with run_scope(strategy):
         result = resumable_fit(build, compile_model, train_ds, val_ds,

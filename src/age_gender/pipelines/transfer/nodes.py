@@ -29,6 +29,7 @@ from age_gender.reporting import (  # noqa: E402
 from age_gender.training import (  # noqa: E402
     augmentation,
     compile_multitask,
+    data_key,
     device_setup,
     fingerprint,
     learning_rate_schedule,
@@ -312,7 +313,7 @@ def train_transfer_model(face_cache, face_splits: pd.DataFrame, features, proven
                           device.get("jit_compile", False))
 
     config = {"backbone": name, "params": dict(params), "head": dict(best_head),
-              "data": int(face_splits["cache_index"].sum()), "n": len(train)}
+              "data": data_key(train.rows, val.rows)}
     set_seeds(seed)
     with run_scope(strategy):
         result = resumable_fit(build, compile_model, train_ds, val_ds, epochs=int(fine["epochs"]),
