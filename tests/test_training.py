@@ -84,3 +84,35 @@ def test_cosine_schedule_decays_and_unknown_schedule_is_an_error():
     assert learning_rate_schedule(1e-3, "constant", 100) == 1e-3
     with pytest.raises(ValueError, match="lr_schedule"):
         learning_rate_schedule(1e-3, "step", 100)
+
+
+def test_flip_average_scores_the_face_and_its_mirror():
+    import keras
+
+    from age_gender.reporting import flip_average, predict_faces
+
+    # A model that reads only the left column: its mirror-averaged output is the mean of both edges.
+    inputs = keras.Input((4, 4, 3))
+    left = keras.layers.Lambda(lambda x: x[:, :, 0, 0])(inputs)
+    age = keras.layers.Lambda(lambda x: keras.ops.mean(x, axis=1, keepdims=True), name="age")(left)
+    gender = keras.layers.Lambda(lambda x: keras.ops.zeros_like(x), name="gender")(age)
+    model = keras.Model(inputs, {"age": age, "gender": gender})
+    images = np.zeros((3, 4, 4, 3), np.uint8)
+    images[:, :, 0, 0] = 10
+    images[:, :, 3, 0] = 30
+    plain, _ = predict_faces(model, images)
+    averaged, _ = predict_faces(model, images, flip_average=True)
+    np.testing.assert_allclose(plain, 10)
+    np.testing.assert_allclose(averaged, 20)
+    assert flip_average({"flip_average": True}) and not flip_average(None)
+    with pytest.raises(ValueError, match="inference.flip_average"):
+        flip_average({"flip_average": "yes"})
+
+
+def test_cosine_schedule_warms_up_linearly_then_decays():
+    from age_gender.training import learning_rate_schedule
+
+    schedule = learning_rate_schedule(1e-3, "cosine", 100, warmup_steps=10)
+    rates = [float(schedule(step)) for step in (0, 5, 10, 55, 100)]
+    assert rates[0] == 0.0 and abs(rates[1] - 5e-4) < 1e-9 and abs(rates[2] - 1e-3) < 1e-9
+    assert rates[2] > rates[3] > rates[4] >= 1e-5 - 1e-12

@@ -144,8 +144,11 @@ def set_seeds(seed: int) -> None:
     keras.utils.set_random_seed(int(seed))
 
 
-def learning_rate_schedule(learning_rate: float, schedule: str | None, total_steps: int):
-    """A constant rate, or cosine decay to 1 % over ``total_steps`` (steadier ends of short runs).
+def learning_rate_schedule(learning_rate: float, schedule: str | None, total_steps: int,
+                           warmup_steps: int = 0):
+    """A constant rate, or cosine decay to 1 % over ``total_steps`` (steadier ends of short runs),
+    after ``warmup_steps`` of linear warm-up (cosine only: it keeps Adam's first, poorly scaled
+    steps from wrecking pretrained weights when fine-tuning).
 
     The schedule lives in the optimizer's step count, so a resumed run continues on it.
     """
@@ -154,7 +157,12 @@ def learning_rate_schedule(learning_rate: float, schedule: str | None, total_ste
     if schedule in (None, "constant"):
         return float(learning_rate)
     if schedule == "cosine":
-        return keras.optimizers.schedules.CosineDecay(float(learning_rate), max(1, int(total_steps)), alpha=0.01)
+        warmup = max(0, int(warmup_steps))
+        decay = max(1, int(total_steps) - warmup)
+        if warmup:
+            return keras.optimizers.schedules.CosineDecay(0.0, decay, alpha=0.01, warmup_target=float(learning_rate),
+                                                          warmup_steps=warmup)
+        return keras.optimizers.schedules.CosineDecay(float(learning_rate), decay, alpha=0.01)
     raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {schedule!r}")
 
 

@@ -20,5 +20,5 @@ def create_pipeline(**kwargs) -> Pipeline:
         inner,
         namespace="external",
         inputs={"utkface_raw": "external_raw", **{name: name for name in SHARED}},
-        parameters={"params:ingestion": "params:ingestion"},
+        parameters={"params:ingestion": "params:ingestion", "params:inference": "params:inference"},
     )

@@ -20,7 +20,7 @@ import pandas as pd  # noqa: E402
 from sklearn.metrics import confusion_matrix, precision_score, recall_score, roc_auc_score  # noqa: E402
 
 from age_gender.faces import GENDERS, RACES  # noqa: E402
-from age_gender.reporting import STUDY_RESULTS, predict_faces, prediction_table  # noqa: E402
+from age_gender.reporting import STUDY_RESULTS, flip_average, predict_faces, prediction_table  # noqa: E402
 from age_gender.training import cached_images  # noqa: E402
 
 AGE_BANDS = [0, 10, 20, 30, 40, 50, 60, 70, 80, 120]
@@ -42,7 +42,8 @@ def all_rows(face_manifest: pd.DataFrame) -> pd.DataFrame:
         ["file_name", "cache_index", "age", "gender", "race"]]
 
 
-def predict_models(face_cache, rows: pd.DataFrame, scratch_model, transfer_model) -> pd.DataFrame:
+def predict_models(face_cache, rows: pd.DataFrame, scratch_model, transfer_model,
+                   inference: Mapping[str, Any] | None = None) -> pd.DataFrame:
     """Predictions of every trained model on ``rows`` (models not trained yet are skipped)."""
     models = {"scratch": scratch_model, "transfer": transfer_model}
     models = {name: model for name, model in models.items() if model is not None}
@@ -53,7 +54,7 @@ def predict_models(face_cache, rows: pd.DataFrame, scratch_model, transfer_model
     for name, model in models.items():
         size = int(model.input_shape[1])
         images = cached_images(face_cache, size)[rows["cache_index"].to_numpy()]
-        table = prediction_table(rows, *predict_faces(model, images))
+        table = prediction_table(rows, *predict_faces(model, images, flip_average=flip_average(inference)))
         tables.append(table.assign(model=name))
     return pd.concat(tables, ignore_index=True)
 

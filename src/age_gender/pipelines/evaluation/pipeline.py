@@ -15,7 +15,8 @@ from .nodes import (
 def judging_nodes() -> list:
     """Nodes from evaluation rows to metrics and plots; shared with ``evaluate_external``."""
     return [
-        node(predict_models, ["face_cache", "evaluation_rows", "scratch_model", "transfer_model"],
+        node(predict_models, ["face_cache", "evaluation_rows", "scratch_model", "transfer_model",
+                                    "params:inference"],
              "evaluation_predictions", name="predict_models"),
         node(compute_metrics, "evaluation_predictions", "evaluation_metrics", name="compute_metrics"),
         node(comparison, ["evaluation_metrics", "scratch_test_metrics", "transfer_test_metrics"],

@@ -13,7 +13,7 @@ from PIL import Image, ImageDraw
 
 from age_gender.datasets import FaceSource
 from age_gender.faces import GENDERS, crop_like_utkface, decode_face, detect_faces
-from age_gender.reporting import predict_faces
+from age_gender.reporting import flip_average, predict_faces
 
 COLUMNS = ["file", "face", "x", "y", "w", "h", "age", "gender", "female_prob", "gender_prob"]
 
@@ -29,7 +29,8 @@ def _photo(data: bytes, max_pixels: int) -> np.ndarray | str:
     return np.asarray(image)
 
 
-def predict_photos(photos: FaceSource, scratch_model, transfer_model, params: Mapping[str, Any]):
+def predict_photos(photos: FaceSource, scratch_model, transfer_model, params: Mapping[str, Any],
+                   inference: Mapping[str, Any] | None = None):
     """Predictions table, one annotated JPEG per photo, and a report of photos without faces."""
     models = {"scratch": scratch_model, "transfer": transfer_model}
     model = models.get(params["model"])
@@ -50,7 +51,7 @@ def predict_photos(photos: FaceSource, scratch_model, transfer_model, params: Ma
         if not boxes:
             report["no_face"].append(name)
         crops = np.stack([crop_like_utkface(photo, b, float(params["margin"]), size) for b in boxes]) if boxes else None
-        ages, female = predict_faces(model, crops) if boxes else ([], [])
+        ages, female = predict_faces(model, crops, flip_average=flip_average(inference)) if boxes else ([], [])
         image = Image.fromarray(photo)
         draw = ImageDraw.Draw(image)
         for k, (box, age, prob) in enumerate(zip(boxes, ages, female)):

@@ -10,6 +10,7 @@ from typing import Any
 import pandas as pd
 
 from age_gender.reporting import (
+    flip_average,
     headline_metrics,
     plot_learning_curves,
     predict_faces,
@@ -63,8 +64,10 @@ def fit_cnn(face_cache: Mapping[str, Any], face_splits: pd.DataFrame, architectu
                                    age_std=float(train.age.std()), dtype=dtype, **arch, **options)
 
     def compile_model(model):
-        steps = int(training["epochs"]) * -(-len(train) // batch)
-        rate = learning_rate_schedule(float(training["learning_rate"]), training.get("lr_schedule"), steps)
+        per_epoch = -(-len(train) // batch)
+        rate = learning_rate_schedule(float(training["learning_rate"]), training.get("lr_schedule"),
+                                      int(training["epochs"]) * per_epoch,
+                                      round(float(training.get("warmup_epochs", 0)) * per_epoch))
         compile_multitask(model, rate, training["loss_weights"],
                           training.get("age_loss", "huber"), device.get("jit_compile", False))
 
@@ -91,14 +94,16 @@ def choose_architecture(scratch: Mapping[str, Any], winner: Mapping[str, Any] | 
 
 def train_scratch_model(face_cache: Mapping[str, Any], face_splits: pd.DataFrame,
                         winner: Mapping[str, Any] | None, checkpoints: str, scratch: Mapping[str, Any],
-                        training: Mapping[str, Any], device: Mapping[str, Any]):
+                        training: Mapping[str, Any], device: Mapping[str, Any],
+                        inference: Mapping[str, Any] | None = None):
     """Retrain the chosen CNN on train+val1 (early stopping on val2, which no model trained on)
     and score it once on the held-out test split."""
     architecture = choose_architecture(scratch, winner)
     result, _ = fit_cnn(face_cache, face_splits, architecture, {**training, **scratch.get("training", {})},
                         device, ["train", "val1"], ["val2"], checkpoints)
     test = select_split(face_cache, face_splits, int(training["input_size"]), ["test"])
-    predictions = prediction_table(test.rows, *predict_faces(result.model, test.images))
+    predictions = prediction_table(test.rows, *predict_faces(result.model, test.images,
+                                                                    flip_average=flip_average(inference)))
     metrics = {**headline_metrics(predictions), "train_seconds": round(result.train_seconds, 1),
                "model": "scratch", "architecture": architecture, "input_size": int(training["input_size"]),
                "epochs_run": result.epochs_run, "best_epoch": result.best_epoch + 1,

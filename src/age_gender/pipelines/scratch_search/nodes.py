@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from age_gender.pipelines.scratch.nodes import ARCHITECTURE_KEYS, fit_cnn  # noqa: E402
-from age_gender.reporting import headline_metrics, predict_faces, prediction_table  # noqa: E402
+from age_gender.reporting import flip_average, headline_metrics, predict_faces, prediction_table  # noqa: E402
 from age_gender.training import select_split  # noqa: E402
 
 logger = logging.getLogger(__name__)
@@ -30,7 +30,8 @@ def active_candidates(search: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 
 def train_candidate(face_cache, face_splits: pd.DataFrame, checkpoints: str, search: Mapping[str, Any],
-                    training: Mapping[str, Any], device: Mapping[str, Any], slot: int) -> dict[str, Any]:
+                    training: Mapping[str, Any], device: Mapping[str, Any],
+                    inference: Mapping[str, Any] | None = None, *, slot: int) -> dict[str, Any]:
     """Train grid entry ``slot`` on train (early stopping on val1) and score it on val2.
 
     A slot past the grid (or ``max_candidates``) reports ``skipped``; a candidate whose training
@@ -46,7 +47,8 @@ def train_candidate(face_cache, face_splits: pd.DataFrame, checkpoints: str, sea
         result, _ = fit_cnn(face_cache, face_splits, candidate, settings, device, ["train"], ["val1"],
                             Path(checkpoints) / name)
         data = select_split(face_cache, face_splits, int(settings["input_size"]), ["val2"])
-        scores = headline_metrics(prediction_table(data.rows, *predict_faces(result.model, data.images)))
+        scores = headline_metrics(prediction_table(data.rows, *predict_faces(result.model, data.images,
+                                                                           flip_average=flip_average(inference))))
     except (ValueError, RuntimeError, KeyError, ArithmeticError) as error:
         logger.warning("Candidate %s failed: %s", name, error)
         return {"slot": slot, "name": name, "status": "failed", "error": f"{type(error).__name__}: {error}",

@@ -21,7 +21,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             [node(_slot_function(i),
                   ["face_cache", "face_splits", "scratch_search_checkpoints", "params:scratch_search",
                    "params:scratch_training",
-                   "params:device"],
+                   "params:device", "params:inference"],
                   f"scratch_search.slot_{i + 1:02d}.result",
                   name=f"slot_{i + 1:02d}_train_candidate", namespace="scratch_search")]
         )

@@ -21,6 +21,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from age_gender.reporting import (  # noqa: E402
+    flip_average,
     headline_metrics,
     plot_learning_curves,
     predict_faces,
@@ -268,7 +269,7 @@ def _unfreeze_last(backbone, count: int) -> list[str]:
 
 def train_transfer_model(face_cache, face_splits: pd.DataFrame, features, provenance: Mapping[str, Any],
                          best_head: Mapping[str, Any], checkpoints: str, params: Mapping[str, Any],
-                         device: Mapping[str, Any]):
+                         device: Mapping[str, Any], inference: Mapping[str, Any] | None = None):
     """Final model: top trained on cached train+val1 features, then the last layers of the
     backbone fine-tuned with augmentation (early stopping on val2), tested once on test.
 
@@ -307,8 +308,10 @@ def train_transfer_model(face_cache, face_splits: pd.DataFrame, features, proven
         return build_transfer_model(extractor, top)
 
     def compile_model(model):
-        steps = int(fine["epochs"]) * -(-len(train) // batch)
-        rate = learning_rate_schedule(float(fine["learning_rate"]), fine.get("lr_schedule"), steps)
+        per_epoch = -(-len(train) // batch)
+        rate = learning_rate_schedule(float(fine["learning_rate"]), fine.get("lr_schedule"),
+                                      int(fine["epochs"]) * per_epoch,
+                                      round(float(fine.get("warmup_epochs", 0)) * per_epoch))
         compile_multitask(model, rate, params["loss_weights"], params["age_loss"],
                           device.get("jit_compile", False))
 
@@ -320,7 +323,8 @@ def train_transfer_model(face_cache, face_splits: pd.DataFrame, features, proven
                                patience=int(fine["patience"]), min_delta=float(fine["min_delta"]),
                                checkpoint_dir=checkpoints, config=config)
     test = select_split(face_cache, face_splits, size, ["test"])
-    predictions = prediction_table(test.rows, *predict_faces(result.model, test.images))
+    predictions = prediction_table(test.rows, *predict_faces(result.model, test.images,
+                                                             flip_average=flip_average(inference)))
     metrics = {**headline_metrics(predictions),
                "train_seconds": round(stage1_seconds + result.train_seconds, 1),
                "model": "transfer", "backbone": name, "pretrained": bool(provenance[name]["pretrained"]),
