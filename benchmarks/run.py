@@ -81,11 +81,11 @@ def _timed_fit(model, dataset, steps: int, warmup: int = 3) -> float:
     return seen / (time.perf_counter() - started)
 
 
-def _cnn(size, width, age_mean=33.0):
+def _cnn(size, width, age_mean=33.0, dtype=None):
     from age_gender.models import build_multitask_cnn
     from age_gender.training import compile_multitask
 
-    model = build_multitask_cnn(input_size=size, width_multiplier=width, age_mean=age_mean, **CNN10)
+    model = build_multitask_cnn(input_size=size, width_multiplier=width, age_mean=age_mean, dtype=dtype, **CNN10)
     compile_multitask(model, 1e-3, {"age": 0.1, "gender": 1.0})
     return model
 
@@ -195,6 +195,27 @@ def bench_input_vs_model(quick: bool) -> dict:
             "input_pipeline_vs_model_ratio": round(pipeline_rate / cached_train, 1)}
 
 
+def bench_mixed_precision(quick: bool) -> dict:
+    """Scratch CNN 10 at the base size: float32 against mixed bfloat16, same data, same machine
+    (CPUs with AVX512-BF16 or AMX run bfloat16 convolutions natively through oneDNN)."""
+    import numpy as np
+    import pandas as pd
+
+    from age_gender.training import FaceArrays, augmentation, make_dataset
+
+    size, batch = BASE["input_size"], BASE["batch_size"]
+    images, ages, genders, _ = _sample(batch * 8, size)
+    data = FaceArrays(images, ages, genders, pd.DataFrame({"cache_index": range(len(ages))}))
+    dataset = make_dataset(data, batch, shuffle=True, seed=0, augment=augmentation(AUGMENT, 0))
+    steps = 5 if quick else 15
+    float32 = _timed_fit(_cnn(size, BASE["width_multiplier"], float(np.mean(ages))), dataset, steps)
+    bfloat16 = _timed_fit(_cnn(size, BASE["width_multiplier"], float(np.mean(ages)), dtype="mixed_bfloat16"),
+                          dataset, steps)
+    return {"scratch_train_float32_images_per_s": round(float32, 1),
+            "scratch_train_mixed_bfloat16_images_per_s": round(bfloat16, 1),
+            "mixed_bfloat16_vs_float32_ratio": round(bfloat16 / float32, 2)}
+
+
 def bench_paper_scratch(quick: bool) -> dict:
     import numpy as np
     import pandas as pd
@@ -210,25 +231,45 @@ def bench_paper_scratch(quick: bool) -> dict:
             "input_size": size, "batch_size": batch}
 
 
-def bench_fine_tune_and_inference(quick: bool) -> dict:
-    import keras
-    import numpy as np
-    import pandas as pd
-
-    from age_gender.models import build_backbone, build_transfer_model, build_two_headed_top
+def _fine_tune_model(backbone_name: str, size: int, unfreeze_last: int):
+    from age_gender.models import (
+        BACKBONES,
+        build_backbone,
+        build_transfer_model,
+        build_two_headed_top,
+    )
     from age_gender.models.heads import build_feature_extractor
     from age_gender.pipelines.transfer.nodes import _unfreeze_last
-    from age_gender.training import FaceArrays, augmentation, compile_multitask, make_dataset
+    from age_gender.training import compile_multitask
+
+    weights = weights_dir() / BACKBONES[backbone_name].local_file
+    backbone = build_backbone(backbone_name, size, str(weights))
+    extractor = build_feature_extractor(backbone_name, backbone, size)
+    model = build_transfer_model(extractor, build_two_headed_top(extractor.output_shape[-1], "dense-dropout", 256))
+    _unfreeze_last(backbone, unfreeze_last)
+    compile_multitask(model, 1e-4, {"age": 0.1, "gender": 1.0})
+    return model
+
+
+def _fine_tune_data(n: int, size: int, batch: int):
+    import pandas as pd
+
+    from age_gender.training import FaceArrays, augmentation, make_dataset
+
+    images, ages, genders, _ = _sample(n, size)
+    data = FaceArrays(images, ages, genders, pd.DataFrame({"cache_index": range(len(ages))}))
+    return images, make_dataset(data, batch, shuffle=True, seed=0, augment=augmentation(AUGMENT, 0))
+
+
+def bench_fine_tune_and_inference(quick: bool) -> dict:
+    """Base size: MobileNetV2 at 128 px, last 40 layers trainable (conf/base), and inference of
+    the exported .keras file."""
+    import keras
+    import numpy as np
 
     size, batch = 128, 32
-    images, ages, genders, _ = _sample(256, size)
-    data = FaceArrays(images, ages, genders, pd.DataFrame({"cache_index": range(len(ages))}))
-    dataset = make_dataset(data, batch, shuffle=True, seed=0, augment=augmentation(AUGMENT, 0))
-    backbone = build_backbone("mobilenet_v2", size, str(weights_dir() / "mobilenet_v2_1.0_imagenet_notop.weights.h5"))
-    extractor = build_feature_extractor("mobilenet_v2", backbone, size)
-    model = build_transfer_model(extractor, build_two_headed_top(extractor.output_shape[-1], "dense-dropout", 256))
-    _unfreeze_last(backbone, 30)
-    compile_multitask(model, 1e-4, {"age": 0.1, "gender": 1.0})
+    images, dataset = _fine_tune_data(256, size, batch)
+    model = _fine_tune_model("mobilenet_v2", size, 40)
     fine = _timed_fit(model, dataset, 3 if quick else 8)
     path = Path(tempfile.mkdtemp()) / "exported.keras"
     model.save(path)
@@ -240,7 +281,16 @@ def bench_fine_tune_and_inference(quick: bool) -> dict:
     inference = len(x) / (time.perf_counter() - started)
     shutil.rmtree(path.parent)
     return {"fine_tune_images_per_s": round(fine, 1), "inference_images_per_s": round(inference, 1),
-            "backbone": "mobilenet_v2", "input_size": size, "unfrozen_layers": 30}
+            "backbone": "mobilenet_v2", "input_size": size, "unfrozen_layers": 40}
+
+
+def bench_paper_fine_tune(quick: bool) -> dict:
+    """Paper size: Xception at 128 px with the study's last 2 layers trainable (conf/paper)."""
+    size, batch = 128, 16 if quick else 32
+    _, dataset = _fine_tune_data(batch * 4, size, batch)
+    model = _fine_tune_model("xception", size, 2)
+    return {"paper_fine_tune_images_per_s": round(_timed_fit(model, dataset, 2 if quick else 4, warmup=1), 1),
+            "backbone": "xception", "input_size": size, "unfrozen_layers": 2, "batch_size": batch}
 
 
 def _child(name: str, quick: bool, queue) -> None:
@@ -287,8 +337,8 @@ def main() -> None:
     args = parser.parse_args()
     if not archive_path().is_file():
         sys.exit(f"benchmarks need the UTKFace archive at {archive_path()} (set UTKFACE_ARCHIVE)")
-    names = args.only or ["bench_ingestion", "bench_input_vs_model", "bench_paper_scratch",
-                          "bench_fine_tune_and_inference"]
+    names = args.only or ["bench_ingestion", "bench_input_vs_model", "bench_mixed_precision", "bench_paper_scratch",
+                          "bench_fine_tune_and_inference", "bench_paper_fine_tune"]
     report = {**machine(), "quick": args.quick, "results": {}}
     for name in names:
         started = time.perf_counter()

@@ -15,7 +15,7 @@ def _data(n=64, seed=0):
                       rng.integers(0, 2, n).astype(np.float32), pd.DataFrame({"cache_index": range(n)}))
 
 
-def _fit(tmp_path, epochs, callbacks=()):
+def _fit(tmp_path, epochs, callbacks=(), time_budget_s=None):
     data = _data()
     train = make_dataset(data, 16, shuffle=True, seed=1)
     val = make_dataset(_data(32, 1), 16, shuffle=False, seed=1)
@@ -27,7 +27,7 @@ def _fit(tmp_path, epochs, callbacks=()):
     return resumable_fit(build, lambda m: compile_multitask(m, 1e-3, {"age": 0.1, "gender": 1.0}),
                          train, val, epochs=epochs, patience=50, min_delta=0.0,
                          checkpoint_dir=tmp_path / "ckpt", config={"test": 1},
-                         extra_callbacks=callbacks)
+                         extra_callbacks=callbacks, time_budget_s=time_budget_s)
 
 
 class Interrupt(Exception):
@@ -116,3 +116,27 @@ def test_cosine_schedule_warms_up_linearly_then_decays():
     rates = [float(schedule(step)) for step in (0, 5, 10, 55, 100)]
     assert rates[0] == 0.0 and abs(rates[1] - 5e-4) < 1e-9 and abs(rates[2] - 1e-3) < 1e-9
     assert rates[2] > rates[3] > rates[4] >= 1e-5 - 1e-12
+
+
+def test_dtype_policy_scope_restores_the_previous_policy():
+    import keras
+
+    from age_gender.training import dtype_policy
+
+    before = keras.config.dtype_policy().name
+    with dtype_policy("mixed_bfloat16"):
+        layer = keras.layers.Dense(2)
+    assert layer.dtype_policy.name == "mixed_bfloat16"
+    assert keras.config.dtype_policy().name == before
+    with dtype_policy(None):
+        assert keras.config.dtype_policy().name == before
+
+
+def test_time_budget_stops_after_the_epoch_that_spends_it_and_a_larger_one_continues(tmp_path):
+    stopped = _fit(tmp_path, epochs=4, time_budget_s=0.0)
+    assert stopped.out_of_time and stopped.epochs_run == 1 and not stopped.stopped_early
+    assert json.loads((tmp_path / "ckpt" / "state.json").read_text())["out_of_time"]
+    again = _fit(tmp_path, epochs=4, time_budget_s=0.0)  # same budget: nothing more to do
+    assert again.epochs_run == 1
+    finished = _fit(tmp_path, epochs=4)
+    assert finished.resumed_from_epoch == 1 and finished.epochs_run == 4 and not finished.out_of_time

@@ -19,6 +19,7 @@ from age_gender.reporting import (
 from age_gender.training import (
     FitResult,
     augmentation,
+    budget_seconds,
     compile_multitask,
     data_key,
     device_setup,
@@ -50,7 +51,7 @@ def fit_cnn(face_cache: Mapping[str, Any], face_splits: pd.DataFrame, architectu
     val = select_split(face_cache, face_splits, size, val_splits)
     seed = int(training["seed"])
     set_seeds(seed)
-    strategy, dtype, _ = device_setup(device)
+    strategy, dtype, _ = device_setup(device, cpu_bfloat16=True)
     batch = int(training["batch_size"]) * strategy.num_replicas_in_sync
     train_ds = make_dataset(train, batch, shuffle=True, seed=seed,
                             augment=augmentation(training.get("augmentation"), seed))
@@ -71,14 +72,15 @@ def fit_cnn(face_cache: Mapping[str, Any], face_splits: pd.DataFrame, architectu
         compile_multitask(model, rate, training["loss_weights"],
                           training.get("age_loss", "huber"), device.get("jit_compile", False))
 
-    config = {"architecture": arch, "options": options, "training": dict(training),
+    config = {"architecture": arch, "options": options, "training": {k: v for k, v in training.items() if k != "time_budget_minutes"},
               "train": train_splits, "val": val_splits, "data": data_key(train.rows, val.rows),
               "dtype": dtype}
     with run_scope(strategy):
         result = resumable_fit(build, compile_model, train_ds, val_ds,
                                epochs=int(training["epochs"]), patience=int(training["patience"]),
                                min_delta=float(training["min_delta"]),
-                               checkpoint_dir=checkpoint_dir, config=config)
+                               checkpoint_dir=checkpoint_dir, config=config,
+                               time_budget_s=budget_seconds(training.get("time_budget_minutes")))
     return result, val
 
 
@@ -107,7 +109,7 @@ def train_scratch_model(face_cache: Mapping[str, Any], face_splits: pd.DataFrame
     metrics = {**headline_metrics(predictions), "train_seconds": round(result.train_seconds, 1),
                "model": "scratch", "architecture": architecture, "input_size": int(training["input_size"]),
                "epochs_run": result.epochs_run, "best_epoch": result.best_epoch + 1,
-               "stopped_early": result.stopped_early, "parameters": int(result.model.count_params()),
+               "stopped_early": result.stopped_early, "out_of_time": result.out_of_time, "parameters": int(result.model.count_params()),
                "resumed_from_epoch": result.resumed_from_epoch}
     logger.info("Scratch model on test: gender accuracy %.4f, age MAE %.3f (n=%d, %.0f s)",
                 metrics["gender_accuracy"], metrics["age_mae"], metrics["n_test"], metrics["train_seconds"])

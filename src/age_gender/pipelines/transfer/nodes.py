@@ -29,9 +29,11 @@ from age_gender.reporting import (  # noqa: E402
 )
 from age_gender.training import (  # noqa: E402
     augmentation,
+    budget_seconds,
     compile_multitask,
     data_key,
     device_setup,
+    dtype_policy,
     fingerprint,
     learning_rate_schedule,
     make_dataset,
@@ -290,7 +292,7 @@ def train_transfer_model(face_cache, face_splits: pd.DataFrame, features, proven
     size = int(params["input_size"])
     train = select_split(face_cache, face_splits, size, ["train", "val1"])
     val = select_split(face_cache, face_splits, size, ["val2"])
-    strategy, _, _ = device_setup(device)
+    strategy, dtype, _ = device_setup(device)
     batch = int(fine["batch_size"]) * strategy.num_replicas_in_sync
     train_ds = make_dataset(train, batch, shuffle=True, seed=seed,
                             augment=augmentation(params.get("augmentation"), seed))
@@ -300,7 +302,8 @@ def train_transfer_model(face_cache, face_splits: pd.DataFrame, features, proven
     def build():
         import keras
 
-        extractor, backbone, _, _ = _feature_extractor(name, params)
+        with dtype_policy(dtype):  # the backbone computes in bfloat16 where that pays; the top stays float32
+            extractor, backbone, _, _ = _feature_extractor(name, params)
         unfrozen[:] = _unfreeze_last(backbone, int(fine["unfreeze_last"]))
         for layer in top.layers:  # the top's batch norm, too, keeps the statistics of stage 1
             if isinstance(layer, keras.layers.BatchNormalization):
@@ -315,13 +318,15 @@ def train_transfer_model(face_cache, face_splits: pd.DataFrame, features, proven
         compile_multitask(model, rate, params["loss_weights"], params["age_loss"],
                           device.get("jit_compile", False))
 
-    config = {"backbone": name, "params": dict(params), "head": dict(best_head),
+    schedule = {k: v for k, v in fine.items() if k != "time_budget_minutes"}  # a new budget resumes
+    config = {"backbone": name, "params": {**params, "fine_tune": schedule}, "head": dict(best_head), "dtype": dtype,
               "data": data_key(train.rows, val.rows)}
     set_seeds(seed)
     with run_scope(strategy):
         result = resumable_fit(build, compile_model, train_ds, val_ds, epochs=int(fine["epochs"]),
                                patience=int(fine["patience"]), min_delta=float(fine["min_delta"]),
-                               checkpoint_dir=checkpoints, config=config)
+                               checkpoint_dir=checkpoints, config=config,
+                               time_budget_s=budget_seconds(fine.get("time_budget_minutes")))
     test = select_split(face_cache, face_splits, size, ["test"])
     predictions = prediction_table(test.rows, *predict_faces(result.model, test.images,
                                                              flip_average=flip_average(inference)))
@@ -330,7 +335,7 @@ def train_transfer_model(face_cache, face_splits: pd.DataFrame, features, proven
                "model": "transfer", "backbone": name, "pretrained": bool(provenance[name]["pretrained"]),
                "weights": provenance[name]["weights"], "input_size": size, "head": dict(best_head),
                "unfrozen_layers": len(unfrozen) or int(fine["unfreeze_last"]),
-               "fine_tune_epochs_run": result.epochs_run, "best_epoch": result.best_epoch + 1,
+               "fine_tune_epochs_run": result.epochs_run, "out_of_time": result.out_of_time, "best_epoch": result.best_epoch + 1,
                "parameters": int(result.model.count_params()),
                "resumed_from_epoch": result.resumed_from_epoch}
     history = {"head": head_history, "fine_tune": result.history}
