@@ -207,13 +207,30 @@ def bench_mixed_precision(quick: bool) -> dict:
     images, ages, genders, _ = _sample(batch * 8, size)
     data = FaceArrays(images, ages, genders, pd.DataFrame({"cache_index": range(len(ages))}))
     dataset = make_dataset(data, batch, shuffle=True, seed=0, augment=augmentation(AUGMENT, 0))
-    steps = 5 if quick else 15
-    float32 = _timed_fit(_cnn(size, BASE["width_multiplier"], float(np.mean(ages))), dataset, steps)
-    bfloat16 = _timed_fit(_cnn(size, BASE["width_multiplier"], float(np.mean(ages)), dtype="mixed_bfloat16"),
-                          dataset, steps)
+    steps = 5 if quick else 10
+    models = {"float32": _cnn(size, BASE["width_multiplier"], float(np.mean(ages))),
+              "bfloat16": _cnn(size, BASE["width_multiplier"], float(np.mean(ages)), dtype="mixed_bfloat16")}
+    best = dict.fromkeys(models, 0.0)
+    for _ in range(1 if quick else 3):  # alternate rounds, keep each one's best: a shared machine is noisy
+        for name, model in models.items():
+            best[name] = max(best[name], _timed_fit(model, dataset, steps))
+    float32, bfloat16 = best["float32"], best["bfloat16"]
+    # Fine-tuning MobileNetV2 (depthwise convolutions): the same comparison.
+    import keras
+
+    _, fine_data = _fine_tune_data(128, 128, 32)
+    fine = {}
+    for policy in ("float32", "mixed_bfloat16"):
+        keras.config.set_dtype_policy(policy)
+        model = _fine_tune_model("mobilenet_v2", 128, 40)
+        keras.config.set_dtype_policy("float32")
+        fine[policy] = max(_timed_fit(model, fine_data, 3 if quick else 6) for _ in range(1 if quick else 2))
     return {"scratch_train_float32_images_per_s": round(float32, 1),
             "scratch_train_mixed_bfloat16_images_per_s": round(bfloat16, 1),
-            "mixed_bfloat16_vs_float32_ratio": round(bfloat16 / float32, 2)}
+            "mixed_bfloat16_vs_float32_ratio": round(bfloat16 / float32, 2),
+            "fine_tune_float32_images_per_s": round(fine["float32"], 1),
+            "fine_tune_mixed_bfloat16_images_per_s": round(fine["mixed_bfloat16"], 1),
+            "fine_tune_mixed_bfloat16_vs_float32_ratio": round(fine["mixed_bfloat16"] / fine["float32"], 2)}
 
 
 def bench_paper_scratch(quick: bool) -> dict:

@@ -285,7 +285,9 @@ def _make_callback_class():
                 if self.wait >= self.patience:
                     self.model.stop_training = True
                     self.stopped_early = True
-            if self.time_budget_s is not None and self.seconds >= self.time_budget_s and not self.model.stop_training:
+            last_epoch = epoch + 1 >= self.params["epochs"]
+            if self.time_budget_s is not None and self.seconds >= self.time_budget_s and not (
+                    self.model.stop_training or last_epoch):
                 logger.warning("Training stops after epoch %d: its %.0f s budget is spent", epoch + 1,
                                self.time_budget_s)
                 self.model.stop_training = True
@@ -297,7 +299,7 @@ def _make_callback_class():
                 "key": self.key, "epoch": epoch, "history": self.history, "best": self.best,
                 "best_epoch": self.best_epoch, "wait": self.wait, "seconds": self.seconds,
                 "out_of_time": self.out_of_time,
-                "stopped": bool(self.model.stop_training) or epoch + 1 >= self.params["epochs"]})
+                "stopped": bool(self.model.stop_training) or last_epoch})
 
     return ResumableEarlyStopping
 

@@ -45,7 +45,7 @@ from age_gender.training import (  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
-FEATURE_SPLITS = ("train", "val1", "val2", "test")
+FEATURE_SPLITS = ("train", "val1", "val2")  # the test split is scored once, from images, by the final model
 
 
 def _backbones_to_compare(params: Mapping[str, Any]) -> list[str]:
