@@ -216,14 +216,13 @@ def bench_mixed_precision(quick: bool) -> dict:
             best[name] = max(best[name], _timed_fit(model, dataset, steps))
     float32, bfloat16 = best["float32"], best["bfloat16"]
     # Fine-tuning MobileNetV2 (depthwise convolutions): the same comparison.
-    import keras
+    from age_gender.training import dtype_policy
 
     _, fine_data = _fine_tune_data(128, 128, 32)
     fine = {}
     for policy in ("float32", "mixed_bfloat16"):
-        keras.config.set_dtype_policy(policy)
-        model = _fine_tune_model("mobilenet_v2", 128, 40)
-        keras.config.set_dtype_policy("float32")
+        with dtype_policy(policy):
+            model = _fine_tune_model("mobilenet_v2", 128, 40)
         fine[policy] = max(_timed_fit(model, fine_data, 3 if quick else 6) for _ in range(1 if quick else 2))
     return {"scratch_train_float32_images_per_s": round(float32, 1),
             "scratch_train_mixed_bfloat16_images_per_s": round(bfloat16, 1),

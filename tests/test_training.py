@@ -140,3 +140,12 @@ def test_time_budget_stops_after_the_epoch_that_spends_it_and_a_larger_one_conti
     assert again.epochs_run == 1
     finished = _fit(tmp_path, epochs=4)
     assert finished.resumed_from_epoch == 1 and finished.epochs_run == 4 and not finished.out_of_time
+
+
+def test_time_budget_parameter_is_checked():
+    from age_gender.training import budget_seconds
+
+    assert budget_seconds(None) is None and budget_seconds(1.5) == 90.0
+    for bad in (0, -1, "10", True):
+        with pytest.raises(ValueError, match="time_budget_minutes"):
+            budget_seconds(bad)
