@@ -1,16 +1,22 @@
-"""Project settings: hooks and the config loader (with `oc.env` so the catalog can read
-environment variables such as ``UTKFACE_ARCHIVE``)."""
+"""Project settings: hooks and the config loader.
+
+Parameters of another environment (``--env paper``, ``full``, ``smoke``, ``local``) are merged
+key by key over ``conf/base`` (``merge_strategy`` ``soft``), so an environment states only what it
+changes. ``oc.env`` lets the catalog read environment variables such as ``UTKFACE_ARCHIVE``.
+"""
 
 from kedro.config import OmegaConfigLoader
 from omegaconf.resolvers import oc
 
-from age_gender.hooks import RuntimeHooks
+from age_gender.hooks import ParameterValidationHooks, RuntimeHooks
 
-HOOKS = (RuntimeHooks(),)
+# pluggy calls the hook registered last first: parameters are checked before anything else.
+HOOKS = (RuntimeHooks(), ParameterValidationHooks())
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {
     "base_env": "base",
     "default_run_env": "local",
+    "merge_strategy": {"parameters": "soft"},
     "custom_resolvers": {"oc.env": oc.env},
 }
