@@ -56,6 +56,7 @@ def _print_parameter_errors_briefly() -> None:
     traceback (Kedro installs rich's traceback printer as ``sys.excepthook``); other exceptions
     go to the previous hook unchanged. ``AGE_GENDER_TRACEBACK=1`` keeps the full traceback."""
     import os
+    import re
     import sys
 
     from age_gender.params import ParameterError
@@ -67,6 +68,11 @@ def _print_parameter_errors_briefly() -> None:
     def hook(kind, error, trace):
         if isinstance(error, ParameterError):
             print(f"ERROR: {error}", file=sys.stderr)
+            return
+        if type(error).__name__ == "ParameterValidationError":  # Kedro's, from node type hints
+            lines = [re.sub(r"^.*for parameter '[^']*': ", "", line.lstrip("- "))
+                     for line in str(error).splitlines()[1:] if line.strip()]
+            print(f"ERROR: {'; '.join(lines)}", file=sys.stderr)
             return
         previous(kind, error, trace)
 

@@ -78,6 +78,17 @@ class _Group(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
+    @classmethod
+    def model_validate(cls, obj: Any, **kwargs: Any):
+        """pydantic's ``model_validate``, raising :class:`ParameterError` (one line, paths
+        prefixed with the group's name) instead of ``ValidationError``: Kedro's own validation
+        of node type hints then carries the same line."""
+        try:
+            return super().model_validate(obj, **kwargs)
+        except ValidationError as error:
+            group = next((name for name, model in GROUPS.items() if model is cls), cls.__name__)
+            raise ParameterError("; ".join(_messages(group, cls, error))) from None
+
 
 # --- shared pieces -------------------------------------------------------------------------------
 
@@ -507,7 +518,7 @@ def _messages(group: str, model: type[BaseModel], error: ValidationError) -> lis
             messages[name] = f"{name} is missing; it must be {describe(annotation)}"
         elif kind == "value_error":
             cause = item.get("ctx", {}).get("error")
-            messages[name] = f"{name} {cause}" if cause is not None else f"{name}: {item['msg']}"
+            messages[name] = f"{name}: {cause if cause is not None else item['msg']}"
         elif name not in messages:
             messages[name] = f"{name} must be {describe(annotation)}, got {_show(item['input'])}"
     # a misspelt key also makes the right key missing: say it once, as the misspelling
@@ -523,11 +534,7 @@ def validate_group(group: str, value: Any) -> _Group:
     Raises:
         ParameterError: one line naming every wrong key or value of the group.
     """
-    model = GROUPS[group]
-    try:
-        return model.model_validate(value)
-    except ValidationError as error:
-        raise ParameterError("; ".join(_messages(group, model, error))) from None
+    return GROUPS[group].model_validate(value)
 
 
 def _merged_training(name: str, overrides: Any, base: ScratchTraining) -> None:
@@ -535,16 +542,18 @@ def _merged_training(name: str, overrides: Any, base: ScratchTraining) -> None:
     merged = {**base.model_dump(), **given}
     try:
         ScratchTraining.model_validate(merged)
-    except ValidationError as error:
-        raise ParameterError("; ".join(f"{name} over scratch_training: {m.split('scratch_training.', 1)[-1]}"
-                                       for m in _messages("scratch_training", ScratchTraining, error))) from None
+    except ParameterError as error:
+        raise ParameterError(f"{name} merged over scratch_training: {error}") from None
 
 
-def _fits(where: str, architecture: Architecture, input_size: int) -> str | None:
-    if input_size < 2 ** architecture.conv_pairs:
-        return (f"{where} has {architecture.conv_pairs} conv pairs, which need an input_size >= "
-                f"{2 ** architecture.conv_pairs} px, got {input_size}")
-    return None
+def _too_deep(where: str, architectures: Mapping[str, Architecture], input_size: int) -> list[str]:
+    """Architectures whose poolings shrink ``input_size`` below 1 px, grouped by depth."""
+    by_depth: dict[int, list[str]] = {}
+    for name, architecture in architectures.items():
+        if input_size < 2 ** architecture.conv_pairs:
+            by_depth.setdefault(architecture.conv_pairs, []).append(name)
+    return [f"{where}{', '.join(names)} ha{'s' if len(names) == 1 else 've'} {depth} conv pairs, which need "
+            f"an input_size >= {2 ** depth} px, got {input_size}" for depth, names in sorted(by_depth.items())]
 
 
 def validate_parameters(params: Mapping[str, Any], groups: Iterable[str] | None = None) -> dict[str, _Group]:
@@ -595,9 +604,10 @@ def validate_parameters(params: Mapping[str, Any], groups: Iterable[str] | None 
                     problems.append(str(error))
                 size = checked[name].training.model_dump(exclude_unset=True).get("input_size",
                                                                                   base.input_size)
-                architectures = ({"scratch.architecture": checked[name].architecture} if name == "scratch"
-                                 else {f"scratch_search.grid.{k}": v for k, v in checked[name].grid.items()})
-                problems.extend(filter(None, (_fits(w, a, size) for w, a in architectures.items())))
+                if name == "scratch":
+                    problems.extend(_too_deep("", {"scratch.architecture": checked[name].architecture}, size))
+                else:
+                    problems.extend(_too_deep("scratch_search.grid: ", checked[name].grid, size))
     if problems:
         raise ParameterError("; ".join(dict.fromkeys(problems)))
     return checked
