@@ -221,6 +221,26 @@ def test_no_usable_face_is_an_error_naming_the_input(tmp_path, faces):
         decode_faces(source, PARAMS)
 
 
+@pytest.mark.parametrize("entry, runtime, fix", [
+    ("utkface_raw", {}, "UTKFACE_ARCHIVE"),
+    ("external_raw", {"external_faces": "EMPTY"}, "EXTERNAL_FACES"),
+    ("photos_raw", {"photos": "EMPTY"}, "PREDICT_PHOTOS"),
+])
+def test_each_raw_input_names_its_own_setting(tmp_path, monkeypatch, entry, runtime, fix):
+    from kedro.io import DataCatalog
+
+    from age_gender.settings import CONFIG_LOADER_ARGS, CONFIG_LOADER_CLASS
+
+    (tmp_path / "empty").mkdir()
+    monkeypatch.setenv("UTKFACE_ARCHIVE", str(tmp_path / "empty"))
+    runtime = {k: str(tmp_path / "empty") for k in runtime}
+    loader = CONFIG_LOADER_CLASS(str(REPO / "conf"), runtime_params=runtime, **CONFIG_LOADER_ARGS)
+    catalog = DataCatalog.from_config(loader["catalog"])
+    assert fix in catalog.get(entry).help
+    with pytest.raises(DatasetError, match=rf"No files at all in '.*empty'.*{fix}"):
+        catalog.load(entry)
+
+
 # --- 8: Windows zips, exclude_files entries that match nothing ---------------------------------
 
 

@@ -282,6 +282,11 @@ class FaceSourceDataset(AbstractDataset[None, FaceSource]):
     def _describe(self) -> dict[str, Any]:
         return {"filepath": str(self._filepath), "sha256": self._sha256}
 
+    @property
+    def help(self) -> str:
+        """The sentence telling a user how to point this entry at their data."""
+        return self._help
+
     def _exists(self) -> bool:
         return self._filepath.exists()
 
