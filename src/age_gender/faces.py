@@ -7,7 +7,7 @@ from __future__ import annotations
 import io
 import re
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing import get_context
@@ -115,7 +115,8 @@ def _deep_to_l(image: Image.Image) -> Image.Image | str:
     return Image.fromarray(scaled.astype(np.uint8), mode="L")
 
 
-def decode_face(data: bytes, sizes: Sequence[int], max_pixels: int, min_side: int = 1) -> DecodedImage:
+def decode_face(data: bytes, sizes: Sequence[int], max_pixels: int, min_side: int = 1,
+                refuse_constant: bool = True) -> DecodedImage:
     """Decode image bytes into square RGB ``uint8`` arrays of shape ``(size, size, 3)``, one per size.
 
     The EXIF orientation is applied first. Grayscale, palette, RGBA or CMYK images are converted
@@ -124,7 +125,8 @@ def decode_face(data: bytes, sizes: Sequence[int], max_pixels: int, min_side: in
     ``reason`` set instead: ``empty_file``, ``unreadable_image`` (broken or truncated),
     ``decompression_bomb`` (over ``max_pixels``), ``too_small`` (a side under ``min_side`` px),
     ``unsupported_mode`` (a pixel format not converted faithfully) or ``constant_image``
-    (every pixel the same: a blank, not a face).
+    (every pixel the same: a blank, not a face; ``refuse_constant=False`` keeps it, for callers
+    such as prediction that only check a photo is readable).
     """
     if not data:
         return DecodedImage(None, "empty_file", "zero bytes")
@@ -173,7 +175,7 @@ def decode_face(data: bytes, sizes: Sequence[int], max_pixels: int, min_side: in
         resized = image if image.size == (size, size) else image.resize((size, size), Image.BILINEAR, reducing_gap=2.0)
         arrays[size] = np.asarray(resized, dtype=np.uint8)
     smallest = arrays[min(arrays)]
-    if smallest.min() == smallest.max():  # checked on the cached array: cheap, and what trains
+    if refuse_constant and smallest.min() == smallest.max():  # checked on the cached array: cheap, and what trains
         return DecodedImage(None, "constant_image",
                             f"every pixel is {smallest.flat[0]}: a blank, not a face", width, height, mode)
     return DecodedImage(arrays, None, "", width, height, mode)
@@ -194,15 +196,25 @@ def _pool(workers: int) -> ProcessPoolExecutor:
     return ProcessPoolExecutor(max_workers=workers, mp_context=get_context("forkserver"))
 
 
+def iter_decoded(blobs: Sequence[bytes], sizes: Sequence[int], max_pixels: int,
+                 workers: int = 1, min_side: int = 1) -> Iterator[DecodedImage]:
+    """``decode_face`` over many files, in order, one result at a time (in ``workers`` processes
+    when more than one), so a caller can store each result and let it go."""
+    sizes = tuple(int(s) for s in sizes)
+    if workers <= 1 or len(blobs) < 256:
+        for data in blobs:
+            yield decode_face(data, sizes, max_pixels, min_side)
+        return
+    jobs = [(list(chunk), sizes, max_pixels, min_side) for chunk in _chunks(blobs, workers * 8)]
+    with _pool(workers) as pool:
+        for part in pool.map(_decode_chunk, jobs):
+            yield from part
+
+
 def decode_many(blobs: Sequence[bytes], sizes: Sequence[int], max_pixels: int,
                 workers: int = 1, min_side: int = 1) -> list[DecodedImage]:
     """``decode_face`` over many files, in ``workers`` processes when more than one."""
-    sizes = tuple(int(s) for s in sizes)
-    if workers <= 1 or len(blobs) < 256:
-        return [decode_face(data, sizes, max_pixels, min_side) for data in blobs]
-    jobs = [(list(chunk), sizes, max_pixels, min_side) for chunk in _chunks(blobs, workers * 8)]
-    with _pool(workers) as pool:
-        return [item for part in pool.map(_decode_chunk, jobs) for item in part]
+    return list(iter_decoded(blobs, sizes, max_pixels, workers, min_side))
 
 
 # --- face detection --------------------------------------------------------------------------

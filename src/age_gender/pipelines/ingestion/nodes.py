@@ -17,7 +17,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from age_gender.datasets import FaceSource  # noqa: E402
-from age_gender.faces import GENDERS, FaceLabel, crops_with_faces, decode_many, parse_utkface_name  # noqa: E402
+from age_gender.faces import GENDERS, FaceLabel, crops_with_faces, iter_decoded, parse_utkface_name  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -129,26 +129,28 @@ def decode_faces(face_source: FaceSource, params: dict[str, Any]) -> tuple[pd.Da
             if differs:
                 conflicts[member] = first[0]
 
-    decoded = decode_many([u[1] for u in unique], sizes, int(params["max_pixels"]),
-                          workers=_workers(params.get("workers")), min_side=min_side)
-    rows, arrays = [], {size: [] for size in sizes}
+    # Each decoded image goes straight into preallocated arrays (row i = manifest row i): the
+    # per-image arrays are never all held at once next to a stacked copy.
+    decoded = iter_decoded([u[1] for u in unique], sizes, int(params["max_pixels"]),
+                           workers=_workers(params.get("workers")), min_side=min_side)
+    buffers = {size: np.empty((len(unique), size, size, 3), np.uint8) for size in sizes}
+    rows = []
     for (member, _, label, digest), result in zip(unique, decoded):
         if result.arrays is None:
             set_aside[result.reason].append(member)
             details[member] = result.detail
             continue
+        for size in sizes:
+            buffers[size][len(rows)] = result.arrays[size]
         rows.append({"file_name": member.rsplit("/", 1)[-1], "member": member, "age": label.age,
                      "gender": label.gender, "race": label.race, "timestamp": label.timestamp,
                      "width": result.width, "height": result.height, "mode": result.mode,
                      "sha256": digest})
-        for size in sizes:
-            arrays[size].append(result.arrays[size])
     if not rows:
         raise _no_faces(face_source.origin, getattr(face_source, "help", ""),
                         {k: len(v) for k, v in set_aside.items()})
     manifest = pd.DataFrame(rows, columns=MANIFEST_COLUMNS[:-1])
-    images = {size: (np.stack(arrays[size]) if arrays[size] else np.zeros((0, size, size, 3), np.uint8))
-              for size in sizes}
+    images = {size: buffer[: len(rows)] for size, buffer in buffers.items()}
     converted = manifest[(manifest["mode"] != "RGB") | (manifest["width"] != manifest["height"])]
     findings = {
         "source": face_source.origin,
