@@ -278,6 +278,13 @@ def test_names_no_image_has_are_never_read_and_caps_refuse_the_rest(tmp_path, fa
         FaceSourceDataset(str(tmp_path / "zeros.zip"), max_total_bytes=12_000_000).load()
     with pytest.raises(DatasetError, match=r"zeros\.zip' has more than 10 members.*max_members"):
         FaceSourceDataset(str(tmp_path / "zeros.zip"), max_members=10).load()
+    # a tar's sizes are only known as it streams: it is refused at the member that passes the cap
+    tar = write_tar(tmp_path / "zeros.tar.gz", {f"UTKFace/{i}_0_0_20170109142408075.jpg.chip.jpg": zeros
+                                               for i in range(4)})
+    with pytest.raises(DatasetError, match=r"zeros\.tar\.gz' holds more than 12000000 bytes"):
+        FaceSourceDataset(str(tar), max_total_bytes=12_000_000).load()
+    with pytest.raises(DatasetError, match=r"zeros\.tar\.gz' has more than 3 members"):
+        FaceSourceDataset(str(tar), max_members=3).load()
 
 
 def test_the_real_archive_is_well_inside_the_default_caps(utkface_archive):

@@ -73,8 +73,8 @@ class _Limits:
     read: int = 0
     seen: int = 0
 
-    def count(self) -> None:
-        self.seen += 1
+    def count(self, members: int = 1) -> None:
+        self.seen += members
         if self.seen > self.members:
             raise DatasetError(
                 f"'{self.origin}' has more than {self.members} members; refused without reading "
@@ -157,9 +157,14 @@ def _read_tar(path: Path, limits: _Limits, mode: str) -> FaceSource:
 def _read_zip(path: Path, limits: _Limits) -> FaceSource:
     source = FaceSource(origin=str(path))
     with zipfile.ZipFile(path) as archive:
-        for info in archive.infolist():
-            if info.is_dir():
-                continue
+        # The central directory lists every member and size up front: check the caps before
+        # reading a single member (a zip member is never read past its declared size).
+        files = [info for info in archive.infolist() if not info.is_dir()]
+        probe = _Limits(limits.member_bytes, limits.total_bytes, limits.members, limits.origin)
+        probe.count(len(files))
+        probe.take(sum(i.file_size for i in files if i.file_size <= limits.member_bytes
+                       and _name_reason(i.filename) is None))
+        for info in files:
             limits.count()
             name = _normalise(info.filename)
             mode = info.external_attr >> 16

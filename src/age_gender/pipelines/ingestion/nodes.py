@@ -92,7 +92,7 @@ def decode_faces(face_source: FaceSource, params: dict[str, Any]) -> tuple[pd.Da
         by_name[item[0].rsplit("/", 1)[-1]].append(item)
     labelled: list[tuple[str, bytes, FaceLabel]] = []
     for file_name, copies in by_name.items():
-        if len({hashlib.sha256(c[1]).digest() for c in copies}) > 1:
+        if len(copies) > 1 and len({hashlib.sha256(c[1]).digest() for c in copies}) > 1:
             for member, _, _ in copies:
                 set_aside["duplicate_name"].append(member)
                 details[member] = (f"{len(copies)} files are named {file_name} with different "
