@@ -39,6 +39,23 @@ def test_parse_refuses_malformed_names_with_reason(name, fragment):
     assert isinstance(reason, str) and fragment in reason
 
 
+@pytest.mark.parametrize("name, kind", [
+    ("\u0662\u0665_1_0_20170116174525125.jpg.chip.jpg", "malformed_name"),  # Arabic-Indic 25
+    ("25_1_0_20170116174525125.jpg.chip.jpg\n", "malformed_name"),
+    ("25_1_0_2017011617452512\uff15.jpg.chip.jpg", "malformed_name"),  # a full-width 5
+    ("117_1_0_20170116174525125.jpg.chip.jpg", "implausible_age"),
+    ("1" + "0" * 4300 + "_1_0_20170116174525125.jpg.chip.jpg", "implausible_age"),
+])
+def test_labels_are_ascii_whole_names_and_never_raise(name, kind):
+    refusal = parse_utkface_name(name)
+    assert isinstance(refusal, str) and refusal.kind == kind and len(refusal) < 200
+
+
+def test_leading_zeros_and_the_oldest_age_parse():
+    assert parse_utkface_name("007_0_0_20170116174525125.jpg.chip.jpg").age == 7
+    assert parse_utkface_name("116_0_0_20170116174525125.jpg.chip.jpg").age == 116
+
+
 def test_all_eight_malformed_archive_names_are_refused(archive_members):
     refused = [n for n in archive_members if isinstance(parse_utkface_name(n), str)]
     assert len(refused) == 8

@@ -1,7 +1,8 @@
 """Kedro datasets the project needs beyond kedro-datasets.
 
 * ``FaceSourceDataset``: UTKFace as published (``.tar.gz``/``.tar``/``.zip`` read in memory, or a
-  folder), refusing archive members that try to leave the archive.
+  folder), refusing archive members that try to leave the archive, unreadable members, corrupt
+  archives and inputs past its size caps.
 * ``NpyDataset``: one NumPy array, written atomically, optionally memory-mapped on load.
 * ``KerasModelDataset``: a ``.keras`` model, written atomically so a killed run never leaves a
   half-written model behind.
@@ -9,11 +10,14 @@
 
 from __future__ import annotations
 
+import hashlib
+import lzma
 import os
 import stat
 import tarfile
 import tempfile
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -27,19 +31,62 @@ DATA_HELP = (
     "or folder), or set `utkface_raw.filepath` in conf/local/catalog.yml."
 )
 
+#: Names a face image can have (lower case). Any other member is listed, never read.
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm",
+                  ".pgm", ".pbm", ".jfif")
+_CHUNK = 1 << 20
+
 
 @dataclass
 class FaceSource:
-    """Files of a face dataset, read into memory: ``members`` are ``(name, bytes)`` pairs and
-    ``refused`` are ``(name, reason)`` pairs for members that were never read."""
+    """Files of a face dataset, read into memory.
+
+    ``members`` are ``(name, bytes)`` pairs, names always with ``/`` separators; ``refused`` are
+    ``(name, reason)`` pairs for members that were never (or could not be) read, with a detail
+    line per name in ``details``; ``help`` says which setting points at this input.
+    """
 
     origin: str
     members: list[tuple[str, bytes]] = field(default_factory=list)
     refused: list[tuple[str, str]] = field(default_factory=list)
+    details: dict[str, str] = field(default_factory=dict)
+    help: str = DATA_HELP
 
     @property
     def files_seen(self) -> int:
         return len(self.members) + len(self.refused)
+
+    def refuse(self, name: str, reason: str, detail: str = "") -> None:
+        self.refused.append((name, reason))
+        if detail:
+            self.details[name] = detail
+
+
+@dataclass
+class _Limits:
+    """Caps on what one source may make us read: bytes per member, bytes in all, member count."""
+
+    member_bytes: int
+    total_bytes: int
+    members: int
+    origin: str
+    read: int = 0
+    seen: int = 0
+
+    def count(self, members: int = 1) -> None:
+        self.seen += members
+        if self.seen > self.members:
+            raise DatasetError(
+                f"'{self.origin}' has more than {self.members} members; refused without reading "
+                f"further. If it really is a face dataset, raise `max_members` of its catalog entry.")
+
+    def take(self, size: int) -> None:
+        self.read += size
+        if self.read > self.total_bytes:
+            raise DatasetError(
+                f"'{self.origin}' holds more than {self.total_bytes} bytes of images; refused "
+                f"without reading further. If it really is a face dataset, raise "
+                f"`max_total_bytes` of its catalog entry.")
 
 
 def _unsafe_reason(name: str) -> str | None:
@@ -56,92 +103,235 @@ def _unsafe_reason(name: str) -> str | None:
     return None
 
 
-def _read_tar(path: Path, max_bytes: int) -> FaceSource:
+def _name_reason(name: str) -> str | None:
+    """Why a member is not read at all (unsafe path, or a name no image has), or None."""
+    return _unsafe_reason(name) or (
+        None if name.lower().endswith(IMAGE_SUFFIXES) else "not_an_image_name")
+
+
+def _normalise(name: str) -> str:
+    """Member names with ``/`` separators (zips made on Windows store ``UTKFace\\<name>``)."""
+    return name.replace("\\", "/")
+
+
+def _read_stream(handle: Any, size: int) -> bytes:
+    """Read a member in chunks, so a codec or CRC error surfaces on the member it belongs to."""
+    data = bytearray()
+    while chunk := handle.read(_CHUNK):
+        data += chunk
+        if len(data) > size:  # more bytes than the header claimed
+            raise OSError(f"member holds more than the {size} bytes its header says")
+    return bytes(data)
+
+
+_CORRUPT = (tarfile.TarError, EOFError, OSError, zlib.error, lzma.LZMAError, ValueError)
+
+
+def _read_tar(path: Path, limits: _Limits, mode: str) -> FaceSource:
     source = FaceSource(origin=str(path))
-    with tarfile.open(path, mode="r:*") as archive:
+    with tarfile.open(path, mode=mode) as archive:
         for member in archive:
             if member.isdir():
                 continue
-            reason = _unsafe_reason(member.name)
+            limits.count()
+            name = _normalise(member.name)
+            reason = _name_reason(member.name)
             if reason is None and not member.isfile():
                 reason = "link_or_special_member"
-            if reason is None and member.size > max_bytes:
+            if reason is None and member.size > limits.member_bytes:
                 reason = "too_large"
             if reason:
-                source.refused.append((member.name, reason))
+                source.refuse(name, reason)
                 continue
+            limits.take(member.size)
             handle = archive.extractfile(member)
-            source.members.append((member.name, handle.read() if handle else b""))
+            source.members.append((name, _read_stream(handle, member.size) if handle else b""))
+        # Read the compressed stream to its very end: only there are gzip's CRC-32 and length
+        # (and bz2/xz's checks) verified, so flipped bytes anywhere are caught.
+        if archive.fileobj is not None:
+            while archive.fileobj.read(_CHUNK):
+                pass
     return source
 
 
-def _read_zip(path: Path, max_bytes: int) -> FaceSource:
+def _read_zip(path: Path, limits: _Limits) -> FaceSource:
     source = FaceSource(origin=str(path))
     with zipfile.ZipFile(path) as archive:
-        for info in archive.infolist():
-            if info.is_dir():
-                continue
+        # The central directory lists every member and size up front: check the caps before
+        # reading a single member (a zip member is never read past its declared size).
+        files = [info for info in archive.infolist() if not info.is_dir()]
+        probe = _Limits(limits.member_bytes, limits.total_bytes, limits.members, limits.origin)
+        probe.count(len(files))
+        probe.take(sum(i.file_size for i in files if i.file_size <= limits.member_bytes
+                       and _name_reason(i.filename) is None))
+        for info in files:
+            limits.count()
+            name = _normalise(info.filename)
             mode = info.external_attr >> 16
-            reason = _unsafe_reason(info.filename)
-            if reason is None and stat.S_ISLNK(mode):
+            reason = _name_reason(info.filename)
+            if reason is None and stat.S_IFMT(mode) not in (0, stat.S_IFREG):  # links, devices
                 reason = "link_or_special_member"
-            if reason is None and info.file_size > max_bytes:
+            if reason is None and info.file_size > limits.member_bytes:
                 reason = "too_large"
             if reason:
-                source.refused.append((info.filename, reason))
+                source.refuse(name, reason)
                 continue
-            source.members.append((info.filename, archive.read(info)))
+            limits.take(info.file_size)
+            try:
+                with archive.open(info) as handle:
+                    data = _read_stream(handle, info.file_size)
+            except (zipfile.BadZipFile, RuntimeError, NotImplementedError, OSError, zlib.error,
+                    lzma.LZMAError, EOFError, ValueError) as error:
+                # bad CRC, encrypted, or a compression method Python cannot read (Deflate64)
+                source.refuse(name, "unreadable_member", f"{type(error).__name__}: {error}")
+                continue
+            source.members.append((name, data))
     return source
 
 
-def _read_folder(path: Path, max_bytes: int) -> FaceSource:
+def _read_folder(path: Path, limits: _Limits) -> FaceSource:
     source = FaceSource(origin=str(path))
     for entry in sorted(path.rglob("*")):
         name = entry.relative_to(path).as_posix()
-        if entry.is_symlink():
-            source.refused.append((name, "link_or_special_member"))
-        elif entry.is_file():
-            if entry.stat().st_size > max_bytes:
-                source.refused.append((name, "too_large"))
-            else:
-                source.members.append((name, entry.read_bytes()))
+        info = entry.lstat()
+        if stat.S_ISDIR(info.st_mode):
+            continue
+        limits.count()
+        reason = _name_reason(name)
+        if reason is None and not stat.S_ISREG(info.st_mode):
+            # links, FIFOs, sockets, devices: never opened (a FIFO would block the run)
+            reason = "link_or_special_member"
+        if reason is None and info.st_size > limits.member_bytes:
+            reason = "too_large"
+        if reason:
+            source.refuse(name, reason)
+            continue
+        limits.take(info.st_size)
+        try:
+            source.members.append((name, entry.read_bytes()))
+        except OSError as error:
+            source.refuse(name, "unreadable_member", f"{type(error).__name__}: {error}")
     return source
 
 
-class FaceSourceDataset(AbstractDataset[None, FaceSource]):
-    """Read-only dataset of face image files from a ``.tar(.gz)``, a ``.zip`` or a folder.
+def _archive_kind(path: Path) -> str | None:
+    """The archive format from the file's leading magic bytes (never from its extension)."""
+    with open(path, "rb") as handle:
+        head = handle.read(512)
+    if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
+        return "zip"
+    if head.startswith(b"\x1f\x8b"):
+        return "r:gz"
+    if head.startswith(b"BZh"):
+        return "r:bz2"
+    if head.startswith(b"\xfd7zXZ\x00"):
+        return "r:xz"
+    if head[257:262] == b"ustar" or (len(head) == 512 and _old_tar_header(head)):
+        return "r:"
+    return None
 
-    Members are read in memory; nothing is extracted to disk. Members whose path is absolute,
-    climbs out with ``..``, or is a link or device are refused and listed in ``refused``.
+
+def _old_tar_header(block: bytes) -> bool:
+    """A pre-POSIX tar header: its checksum field matches the block."""
+    try:
+        tarfile.TarInfo.frombuf(block, "utf-8", "surrogateescape")
+    except tarfile.HeaderError:
+        return False
+    return True
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class FaceSourceDataset(AbstractDataset[None, FaceSource]):
+    """Read-only dataset of face image files from a ``.tar(.gz|.bz2|.xz)``, a ``.zip`` or a folder.
+
+    The format is told by the file's leading bytes, not its name. Members are read in memory;
+    nothing is extracted to disk. Refused and listed in ``refused`` (never read): members whose
+    path is absolute or climbs out with ``..`` (``unsafe_path``), links, devices and FIFOs
+    (``link_or_special_member``), names no image has (``not_an_image_name``), members over
+    ``max_member_bytes`` (``too_large``); zip members that cannot be read (bad CRC, encrypted,
+    unsupported compression) are ``unreadable_member``. Member names always use ``/``.
+
+    Args:
+        filepath: archive or folder; ``~`` is expanded.
+        max_member_bytes: largest member read (bytes).
+        max_total_bytes: most bytes read from all members together; beyond it the load fails.
+        max_members: most members (files, links, ...) listed; beyond it the load fails.
+        sha256: when set, the archive's SHA-256 (hex) must match or the load fails.
+        help: the sentence that tells a user how to point this entry at their data.
+
+    Raises:
+        DatasetError: one line naming the path and the fix, when the path is missing or empty,
+            the archive is corrupt (a bad gzip CRC included) or not an archive, the checksum
+            differs, or a cap is exceeded.
     """
 
     def __init__(self, filepath: str, max_member_bytes: int = 20_000_000,
+                 max_total_bytes: int = 1_000_000_000, max_members: int = 200_000,
+                 sha256: str | None = None, help: str = DATA_HELP,
                  metadata: dict[str, Any] | None = None) -> None:
-        self._filepath = Path(filepath)
+        self._filepath = Path(os.path.expanduser(str(filepath)))
         self._max_member_bytes = int(max_member_bytes)
+        self._max_total_bytes = int(max_total_bytes)
+        self._max_members = int(max_members)
+        self._sha256 = sha256.strip().lower() if sha256 else None
+        self._help = help
         self.metadata = metadata
 
     def _describe(self) -> dict[str, Any]:
-        return {"filepath": str(self._filepath)}
+        return {"filepath": str(self._filepath), "sha256": self._sha256}
+
+    @property
+    def help(self) -> str:
+        """The sentence telling a user how to point this entry at their data."""
+        return self._help
 
     def _exists(self) -> bool:
         return self._filepath.exists()
 
     def load(self) -> FaceSource:
         path = self._filepath
+        where = path.resolve()
         if not path.exists():
-            raise DatasetError(f"No face data at '{path.resolve()}'. {DATA_HELP}")
+            raise DatasetError(f"No face data at '{where}'. {self._help}")
+        limits = _Limits(self._max_member_bytes, self._max_total_bytes, self._max_members, str(where))
         if path.is_dir():
-            return _read_folder(path, self._max_member_bytes)
-        if zipfile.is_zipfile(path):
-            return _read_zip(path, self._max_member_bytes)
+            source = _read_folder(path, limits)
+        else:
+            source = self._read_archive(path, where, limits)
+        source.help = self._help
+        if source.files_seen == 0:
+            raise DatasetError(f"No files at all in '{where}' (a mistyped path?). {self._help}")
+        return source
+
+    def _read_archive(self, path: Path, where: Path, limits: _Limits) -> FaceSource:
+        if self._sha256:
+            actual = _sha256(path)
+            if actual != self._sha256:
+                raise DatasetError(
+                    f"'{where}': archive is corrupt or not the expected one: its sha256 is "
+                    f"{actual}, the catalog expects {self._sha256}. Download it again, or fix "
+                    f"`sha256` in the catalog entry.")
+        kind = _archive_kind(path)
+        if kind is None:
+            raise DatasetError(f"'{where}' is neither a readable .tar/.tar.gz/.zip archive nor "
+                               f"a folder (unknown leading bytes). {self._help}")
         try:
-            return _read_tar(path, self._max_member_bytes)
-        except (tarfile.TarError, EOFError, OSError) as error:
-            raise DatasetError(
-                f"'{path.resolve()}' is neither a readable .tar/.tar.gz/.zip archive nor a "
-                f"folder ({error}). {DATA_HELP}"
-            ) from error
+            if kind == "zip":
+                return _read_zip(path, limits)
+            return _read_tar(path, limits, kind)
+        except DatasetError:
+            raise
+        except (zipfile.BadZipFile, *_CORRUPT) as error:
+            detail = " ".join(str(error).split()) or type(error).__name__
+            raise DatasetError(f"'{where}': archive is corrupt ({type(error).__name__}: "
+                               f"{detail}); nothing was ingested. Download it again.") from error
 
     def save(self, data: None) -> None:
         raise DatasetError("FaceSourceDataset is read-only: the raw data is never written.")

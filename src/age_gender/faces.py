@@ -7,21 +7,23 @@ from __future__ import annotations
 import io
 import re
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import PurePosixPath
 
 import numpy as np
-from PIL import Image, ImageFile
+from PIL import Image, ImageFile, ImageOps
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
-UTKFACE_NAME = re.compile(r"^(\d+)_([01])_([0-4])_(\d{17})\.jpg\.chip\.jpg$")
+# ASCII digits only (re.ASCII: no Arabic-Indic or other Unicode digits) and the whole name
+# (\Z, never "$", which also matches before a trailing newline). Use with ``fullmatch``.
+UTKFACE_NAME = re.compile(r"^([0-9]+)_([01])_([0-4])_([0-9]{17})\.jpg\.chip\.jpg\Z", re.ASCII)
 RACES = ("White", "Black", "Asian", "Indian", "Others")
 GENDERS = ("male", "female")
-MAX_AGE = 116
+MAX_AGE = 116  # the oldest age UTKFace documents (0-116 years)
 
 
 @dataclass(frozen=True)
@@ -32,32 +34,53 @@ class FaceLabel:
     timestamp: str
 
 
-def parse_utkface_name(path: str) -> FaceLabel | str:
+class LabelRefusal(str):
+    """Why a file name gives no labels (a ``str``); ``kind`` is the report key:
+    ``malformed_name`` or ``implausible_age``."""
+
+    kind: str
+
+    def __new__(cls, text: str, kind: str = "malformed_name") -> LabelRefusal:
+        refusal = super().__new__(cls, text)
+        refusal.kind = kind
+        return refusal
+
+
+def _ascii_digits(text: str) -> bool:
+    return bool(text) and text.isascii() and text.isdigit()
+
+
+def parse_utkface_name(path: str, max_age: int = MAX_AGE) -> FaceLabel | LabelRefusal:
     """Labels from ``[age]_[gender]_[race]_[datetime].jpg.chip.jpg``, or why the name is refused.
 
-    Nothing is guessed: a name that breaks the pattern anywhere returns a reason string.
+    Nothing is guessed: the whole base name must match, in ASCII digits; otherwise a
+    ``LabelRefusal`` (a ``str``) says why. An age above ``max_age`` (years), however many digits
+    it has, is refused with ``kind == "implausible_age"``; nothing here raises.
     """
     name = PurePosixPath(path.replace("\\", "/")).name
-    match = UTKFACE_NAME.match(name)
+    match = UTKFACE_NAME.fullmatch(name)
     if match:
         age, gender, race, stamp = match.groups()
-        if int(age) > MAX_AGE:
-            return f"age {int(age)} is above {MAX_AGE}"
-        return FaceLabel(int(age), int(gender), int(race), stamp)
+        digits = age.lstrip("0") or "0"
+        if len(digits) > len(str(max_age)) or int(digits) > max_age:
+            shown = digits if len(digits) <= 12 else f"with {len(digits)} digits"
+            return LabelRefusal(f"age {shown} is above {max_age}", "implausible_age")
+        return FaceLabel(int(digits), int(gender), int(race), stamp)
     if not name.endswith(".jpg.chip.jpg"):
-        return "does not end in '.jpg.chip.jpg'"
+        return LabelRefusal(f"does not end in '.jpg.chip.jpg' ({name[-20:]!r})")
     stem = name[: -len(".jpg.chip.jpg")]
     fields = stem.split("_")
     if len(fields) != 4:
-        return f"has {len(fields)} underscore-separated fields, expected 4 (age_gender_race_datetime)"
+        return LabelRefusal(f"has {len(fields)} underscore-separated fields, expected 4 "
+                            f"(age_gender_race_datetime)")
     age, gender, race, stamp = fields
-    if not age.isdigit():
-        return f"age field {age!r} is not a whole number"
+    if not _ascii_digits(age):
+        return LabelRefusal(f"age field {age[:20]!r} is not a whole number in ASCII digits")
     if gender not in ("0", "1"):
-        return f"gender field {gender!r} is not 0 or 1"
+        return LabelRefusal(f"gender field {gender[:20]!r} is not 0 or 1")
     if race not in ("0", "1", "2", "3", "4"):
-        return f"race field {race!r} is not 0-4"
-    return f"datetime field {stamp!r} is not 17 digits"
+        return LabelRefusal(f"race field {race[:20]!r} is not 0-4")
+    return LabelRefusal(f"datetime field {stamp[:30]!r} is not 17 digits (ASCII)")
 
 
 @dataclass(frozen=True)
@@ -72,12 +95,38 @@ class DecodedImage:
     mode: str = ""
 
 
-def decode_face(data: bytes, sizes: Sequence[int], max_pixels: int) -> DecodedImage:
-    """Decode image bytes into square RGB ``uint8`` arrays, one per size.
+_EXIF_ORIENTATION = 0x0112
+# Modes PIL converts to RGB faithfully; deep single-band modes are rescaled by their own range.
+_DEEP_MODES = ("I", "F", "I;16", "I;16L", "I;16B", "I;16N")
+_PLAIN_MODES = ("1", "L", "P", "RGB", "RGBA", "RGBX", "RGBa", "LA", "La", "PA", "CMYK", "YCbCr",
+                "LAB", "HSV")
 
-    Grayscale, palette, RGBA or CMYK images are converted to RGB; a non-square image is centre
-    cropped to a square first. Empty, unreadable or truncated files and images over
-    ``max_pixels`` (decompression bombs) come back with a reason instead of raising.
+
+def _deep_to_l(image: Image.Image) -> Image.Image | str:
+    """A deep single-band image (16/32-bit integer, float) as 8-bit gray, scaled from its own
+    minimum to its own maximum; a reason string when it has non-finite values."""
+    values = np.asarray(image, dtype=np.float64)
+    if not np.isfinite(values).all():
+        return "has NaN or infinite pixel values"
+    low, high = float(values.min()), float(values.max())
+    if high <= low:
+        return f"every pixel is {low:g}"
+    scaled = np.rint((values - low) * (255.0 / (high - low)))
+    return Image.fromarray(scaled.astype(np.uint8), mode="L")
+
+
+def decode_face(data: bytes, sizes: Sequence[int], max_pixels: int, min_side: int = 1,
+                refuse_constant: bool = True) -> DecodedImage:
+    """Decode image bytes into square RGB ``uint8`` arrays of shape ``(size, size, 3)``, one per size.
+
+    The EXIF orientation is applied first. Grayscale, palette, RGBA or CMYK images are converted
+    to RGB; 16-bit, 32-bit integer and float grayscale images are scaled by their own range;
+    a non-square image is centre cropped to a square. Never raises for bad data: comes back with
+    ``reason`` set instead: ``empty_file``, ``unreadable_image`` (broken or truncated),
+    ``decompression_bomb`` (over ``max_pixels``), ``too_small`` (a side under ``min_side`` px),
+    ``unsupported_mode`` (a pixel format not converted faithfully) or ``constant_image``
+    (every pixel the same: a blank, not a face; ``refuse_constant=False`` keeps it, for callers
+    such as prediction that only check a photo is readable).
     """
     if not data:
         return DecodedImage(None, "empty_file", "zero bytes")
@@ -90,13 +139,26 @@ def decode_face(data: bytes, sizes: Sequence[int], max_pixels: int) -> DecodedIm
             if width * height > max_pixels:
                 return DecodedImage(None, "decompression_bomb",
                                     f"{width}x{height} is over {max_pixels} pixels", width, height, mode)
+            if min(width, height) < min_side:
+                return DecodedImage(None, "too_small", f"{width}x{height} has a side under {min_side} px",
+                                    width, height, mode)
+            if mode not in _DEEP_MODES and mode not in _PLAIN_MODES:
+                return DecodedImage(None, "unsupported_mode", f"pixel mode {mode!r}", width, height, mode)
+            orientation = image.getexif().get(_EXIF_ORIENTATION, 1)
             if image.format == "JPEG":
                 image.draft("RGB", (max(sizes), max(sizes)))
             image.load()
+            if orientation in (2, 3, 4, 5, 6, 7, 8):
+                image = ImageOps.exif_transpose(image)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         return DecodedImage(None, "decompression_bomb", str(error))
     except Exception as error:  # PIL raises many types for broken files
         return DecodedImage(None, "unreadable_image", f"{type(error).__name__}: {error}")
+    if image.mode in _DEEP_MODES:
+        image = _deep_to_l(image)
+        if isinstance(image, str):
+            reason = "constant_image" if image.startswith("every pixel") else "unsupported_mode"
+            return DecodedImage(None, reason, f"{mode} image {image}", width, height, mode)
     if image.mode != "RGB":
         if "A" in image.getbands() or image.mode == "P":
             image = image.convert("RGBA")
@@ -112,12 +174,16 @@ def decode_face(data: bytes, sizes: Sequence[int], max_pixels: int) -> DecodedIm
     for size in sizes:
         resized = image if image.size == (size, size) else image.resize((size, size), Image.BILINEAR, reducing_gap=2.0)
         arrays[size] = np.asarray(resized, dtype=np.uint8)
+    smallest = arrays[min(arrays)]
+    if refuse_constant and smallest.min() == smallest.max():  # checked on the cached array: cheap, and what trains
+        return DecodedImage(None, "constant_image",
+                            f"every pixel is {smallest.flat[0]}: a blank, not a face", width, height, mode)
     return DecodedImage(arrays, None, "", width, height, mode)
 
 
-def _decode_chunk(args: tuple[list[bytes], tuple[int, ...], int]) -> list[DecodedImage]:
-    chunk, sizes, max_pixels = args
-    return [decode_face(data, sizes, max_pixels) for data in chunk]
+def _decode_chunk(args: tuple[list[bytes], tuple[int, ...], int, int]) -> list[DecodedImage]:
+    chunk, sizes, max_pixels, min_side = args
+    return [decode_face(data, sizes, max_pixels, min_side) for data in chunk]
 
 
 def _chunks(items: Sequence, count: int) -> list[Sequence]:
@@ -130,15 +196,25 @@ def _pool(workers: int) -> ProcessPoolExecutor:
     return ProcessPoolExecutor(max_workers=workers, mp_context=get_context("forkserver"))
 
 
-def decode_many(blobs: Sequence[bytes], sizes: Sequence[int], max_pixels: int,
-                workers: int = 1) -> list[DecodedImage]:
-    """``decode_face`` over many files, in ``workers`` processes when more than one."""
+def iter_decoded(blobs: Sequence[bytes], sizes: Sequence[int], max_pixels: int,
+                 workers: int = 1, min_side: int = 1) -> Iterator[DecodedImage]:
+    """``decode_face`` over many files, in order, one result at a time (in ``workers`` processes
+    when more than one), so a caller can store each result and let it go."""
     sizes = tuple(int(s) for s in sizes)
     if workers <= 1 or len(blobs) < 256:
-        return [decode_face(data, sizes, max_pixels) for data in blobs]
-    jobs = [(list(chunk), sizes, max_pixels) for chunk in _chunks(blobs, workers * 8)]
+        for data in blobs:
+            yield decode_face(data, sizes, max_pixels, min_side)
+        return
+    jobs = [(list(chunk), sizes, max_pixels, min_side) for chunk in _chunks(blobs, workers * 8)]
     with _pool(workers) as pool:
-        return [item for part in pool.map(_decode_chunk, jobs) for item in part]
+        for part in pool.map(_decode_chunk, jobs):
+            yield from part
+
+
+def decode_many(blobs: Sequence[bytes], sizes: Sequence[int], max_pixels: int,
+                workers: int = 1, min_side: int = 1) -> list[DecodedImage]:
+    """``decode_face`` over many files, in ``workers`` processes when more than one."""
+    return list(iter_decoded(blobs, sizes, max_pixels, workers, min_side))
 
 
 # --- face detection --------------------------------------------------------------------------

@@ -78,7 +78,8 @@ def test_exclusion_list_and_dropping_suspects(messy_source):
 
 
 @pytest.mark.parametrize("bad", [{"image_sizes": []}, {"image_sizes": [8]}, {"workers": 0},
-                                 {"conflicting_duplicates": "guess"}])
+                                 {"conflicting_duplicates": "guess"}, {"min_side": 0},
+                                 {"min_side": "32"}, {"min_side": True}])
 def test_wrong_config_values_are_clear_errors(messy_source, bad):
     with pytest.raises(ValueError, match="ingestion"):
         decode_faces(messy_source, {**PARAMS, **bad})

@@ -17,7 +17,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from age_gender.datasets import FaceSource  # noqa: E402
-from age_gender.faces import GENDERS, FaceLabel, crops_with_faces, decode_many, parse_utkface_name  # noqa: E402
+from age_gender.faces import GENDERS, FaceLabel, crops_with_faces, iter_decoded, parse_utkface_name  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -39,29 +39,66 @@ def _check_sizes(sizes: list[int]) -> list[int]:
     return sorted({int(s) for s in sizes})
 
 
+def _min_side(params: dict[str, Any]) -> int:
+    value = params.get("min_side", 32)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"ingestion.min_side must be a whole number of pixels >= 1, got {value!r}")
+    return value
+
+
+class NoUsableFaces(ValueError):
+    """Ingestion found no face it could keep: nothing is saved, the input is named."""
+
+
+def _no_faces(origin: str, help_text: str, counts: dict[str, int]) -> NoUsableFaces:
+    found = ", ".join(f"{n} {reason}" for reason, n in sorted(counts.items())) or "no files"
+    return NoUsableFaces(f"No usable face in '{origin}' ({found}); nothing was saved. {help_text}")
+
+
 def decode_faces(face_source: FaceSource, params: dict[str, Any]) -> tuple[pd.DataFrame, dict[int, np.ndarray], dict[str, Any]]:
     """Parse labels, drop exact duplicates, decode every image once at each working size.
 
     Returns the manifest of decodable, labelled, unique images (sorted by file name), their arrays
-    per size (row ``i`` of each array is manifest row ``i``), and the findings: every file that
-    was set aside, by reason, with a detail line per file.
+    per size (row ``i`` of each array is manifest row ``i``, ``uint8`` ``(n, size, size, 3)``), and
+    the findings: every file that was set aside, by reason, with a detail line per file.
+
+    Raises:
+        NoUsableFaces: (a ``ValueError``) when not one face can be kept, naming the input and the
+            setting that points at it, before anything is saved.
     """
     started = time.perf_counter()
     sizes = _check_sizes(params["image_sizes"])
+    min_side = _min_side(params)
     set_aside: dict[str, list[str]] = defaultdict(list)
     details: dict[str, str] = {}
+    source_details = getattr(face_source, "details", {}) or {}
     for name, reason in face_source.refused:
         set_aside[reason].append(name)
-        details[name] = "archive member refused, never read"
+        details[name] = source_details.get(name, "archive member refused, never read")
 
-    labelled: list[tuple[str, bytes, FaceLabel]] = []
-    for member, data in sorted(face_source.members):
+    named: list[tuple[str, bytes, FaceLabel]] = []
+    for member, data in sorted(face_source.members, key=lambda m: m[0]):
         label = parse_utkface_name(member)
         if isinstance(label, str):
-            set_aside["malformed_name"].append(member)
+            set_aside[getattr(label, "kind", "malformed_name")].append(member)
             details[member] = label
         else:
-            labelled.append((member, data, label))
+            named.append((member, data, label))
+
+    # One file name, different contents (a name twice in an archive, or in two folders): which
+    # one carries the labels cannot be known, so none is kept. Same name, same bytes: a duplicate.
+    by_name: dict[str, list[tuple[str, bytes, FaceLabel]]] = defaultdict(list)
+    for item in named:
+        by_name[item[0].rsplit("/", 1)[-1]].append(item)
+    labelled: list[tuple[str, bytes, FaceLabel]] = []
+    for file_name, copies in by_name.items():
+        if len(copies) > 1 and len({hashlib.sha256(c[1]).digest() for c in copies}) > 1:
+            for member, _, _ in copies:
+                set_aside["duplicate_name"].append(member)
+                details[member] = (f"{len(copies)} files are named {file_name} with different "
+                                   f"contents; none is kept")
+            continue
+        labelled.extend(copies)
 
     policy = params.get("conflicting_duplicates", "keep_first")
     if policy not in ("drop", "keep_first"):
@@ -92,26 +129,32 @@ def decode_faces(face_source: FaceSource, params: dict[str, Any]) -> tuple[pd.Da
             if differs:
                 conflicts[member] = first[0]
 
-    decoded = decode_many([u[1] for u in unique], sizes, int(params["max_pixels"]),
-                          workers=_workers(params.get("workers")))
-    rows, arrays = [], {size: [] for size in sizes}
+    # Each decoded image goes straight into preallocated arrays (row i = manifest row i): the
+    # per-image arrays are never all held at once next to a stacked copy.
+    decoded = iter_decoded([u[1] for u in unique], sizes, int(params["max_pixels"]),
+                           workers=_workers(params.get("workers")), min_side=min_side)
+    buffers = {size: np.empty((len(unique), size, size, 3), np.uint8) for size in sizes}
+    rows = []
     for (member, _, label, digest), result in zip(unique, decoded):
         if result.arrays is None:
             set_aside[result.reason].append(member)
             details[member] = result.detail
             continue
+        for size in sizes:
+            buffers[size][len(rows)] = result.arrays[size]
         rows.append({"file_name": member.rsplit("/", 1)[-1], "member": member, "age": label.age,
                      "gender": label.gender, "race": label.race, "timestamp": label.timestamp,
                      "width": result.width, "height": result.height, "mode": result.mode,
                      "sha256": digest})
-        for size in sizes:
-            arrays[size].append(result.arrays[size])
+    if not rows:
+        raise _no_faces(face_source.origin, getattr(face_source, "help", ""),
+                        {k: len(v) for k, v in set_aside.items()})
     manifest = pd.DataFrame(rows, columns=MANIFEST_COLUMNS[:-1])
-    images = {size: (np.stack(arrays[size]) if arrays[size] else np.zeros((0, size, size, 3), np.uint8))
-              for size in sizes}
+    images = {size: buffer[: len(rows)] for size, buffer in buffers.items()}
     converted = manifest[(manifest["mode"] != "RGB") | (manifest["width"] != manifest["height"])]
     findings = {
         "source": face_source.origin,
+        "source_help": getattr(face_source, "help", ""),
         "files_seen": face_source.files_seen,
         "set_aside": {k: sorted(v) for k, v in set_aside.items()},
         "details": details,
@@ -139,8 +182,17 @@ def select_faces(manifest: pd.DataFrame, images: dict[int, np.ndarray], face_fou
     """Apply the exclusion list (and, when asked, the detector's verdict); write the final,
     aligned manifest and caches and the ingestion report that accounts for every file."""
     manifest = manifest.assign(face_detected=face_found.astype(bool))
-    excluded = set(params.get("exclude_files") or [])
+    excluded = {str(name).replace("\\", "/") for name in params.get("exclude_files") or []}
     by_list = manifest["file_name"].isin(excluded) | manifest["member"].isin(excluded)
+    # an entry that matches no file (a typo, another layout) excludes nothing: say so
+    known = set(manifest["file_name"]) | set(manifest["member"])
+    for names in findings["set_aside"].values():
+        known.update(names)
+        known.update(name.rsplit("/", 1)[-1] for name in names)
+    unmatched = sorted(excluded - known)
+    if unmatched:
+        logger.warning("ingestion.exclude_files entries that match no file (nothing excluded for "
+                       "them): %s", unmatched)
     drop_suspects = bool(params["face_check"]["drop_suspects"])
     no_face = ~manifest["face_detected"] & ~by_list
     keep = ~by_list & ~no_face if drop_suspects else ~by_list
@@ -156,6 +208,9 @@ def select_faces(manifest: pd.DataFrame, images: dict[int, np.ndarray], face_fou
         details.update({m: "face detector found no face" for m in suspects})
 
     final = manifest[keep].reset_index(drop=True)
+    if final.empty:
+        raise _no_faces(findings["source"], findings.get("source_help", ""),
+                        {k: len(v) for k, v in set_aside.items()})
     index = np.flatnonzero(keep.to_numpy())
     cache = {f"{size}px": array[index] for size, array in images.items()}
     kept = len(final)
@@ -169,6 +224,7 @@ def select_faces(manifest: pd.DataFrame, images: dict[int, np.ndarray], face_fou
         "duplicates": findings["duplicates"],
         "duplicate_label_conflicts": findings["duplicate_label_conflicts"],
         "converted": findings["converted"],
+        "exclude_files_unmatched": unmatched,
         "face_check": {
             "enabled": bool(params["face_check"]["enabled"]),
             "detector": "OpenCV haarcascade_frontalface_default",

@@ -22,7 +22,7 @@ def _photo(data: bytes, max_pixels: int) -> np.ndarray | str:
     """The full photo as RGB (EXIF rotation applied), or why it cannot be read."""
     from PIL import ImageOps
 
-    checked = decode_face(data, (32,), max_pixels)  # the same checks as ingestion
+    checked = decode_face(data, (32,), max_pixels, refuse_constant=False)  # a blank photo: no face
     if checked.reason:
         return f"{checked.reason}: {checked.detail}"
     image = ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB")
