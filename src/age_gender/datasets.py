@@ -309,6 +309,9 @@ class _AtomicSave:
             self._atomic_path = None
             tmp.unlink(missing_ok=True)
         self._invalidate_cache()
+        # temporaries of earlier saves that were killed before their rename
+        for stale in final.parent.glob(f".{final.stem}.{'?' * 8}{final.suffix}"):
+            stale.unlink(missing_ok=True)
 
 
 def _kedro_dataset(module: str, name: str) -> type:
