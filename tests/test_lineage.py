@@ -180,3 +180,22 @@ def test_split_refuses_a_manifest_newer_than_the_cache(tmp_path, faces, monkeypa
     assert "rerun `kedro run --pipeline ingestion`" in str(error.value)
     assert not (project / "data" / "05_model_input" / "face_splits.parquet").exists()
     shutil.rmtree(project)
+
+
+def test_last_line_of_a_failed_run_names_cause_and_fix():
+    from kedro.io import DatasetError
+
+    from age_gender.hooks import last_line
+
+    try:
+        try:
+            raise LineageError("face_splits was made from another ingestion (id ab vs cd)",
+                               "rerun `kedro run --pipeline split`")
+        except LineageError as inner:
+            raise DatasetError("Failed while loading data from dataset") from inner
+    except DatasetError as error:
+        wrapped = error
+    assert last_line(wrapped) == ("ERROR: face_splits was made from another ingestion (id ab vs cd). "
+                                  "Fix: rerun `kedro run --pipeline split`.")
+    line = last_line(KeyError("age"), node="split_faces")
+    assert line.startswith("ERROR in node split_faces: KeyError: 'age'. Fix: ") and "\n" not in line

@@ -4,9 +4,9 @@ environment variables such as ``UTKFACE_ARCHIVE``)."""
 from kedro.config import OmegaConfigLoader
 from omegaconf.resolvers import oc
 
-from age_gender.hooks import RuntimeHooks
+from age_gender.hooks import IntegrityHooks, RuntimeHooks
 
-HOOKS = (RuntimeHooks(),)
+HOOKS = (RuntimeHooks(), IntegrityHooks())
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {
