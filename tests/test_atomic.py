@@ -247,3 +247,53 @@ def test_killed_pipelines_leave_old_or_new_outputs_and_the_next_run_works(tmp_pa
     hidden = _hidden(project / "data" / "03_primary")
     assert len(hidden) == 1 and hidden[0].startswith(".face_cache."), hidden
     assert _hidden(project / "data" / "05_model_input") == _hidden(project / "data" / "08_reporting") == []
+
+
+@pytest.mark.pipeline
+def test_ingestion_killed_at_random_moments_never_leaves_a_broken_or_mixed_output(tmp_path, archive_members,
+                                                                                   monkeypatch):
+    """SIGKILL at seeded random moments of a real ingestion run: each time every output loads, and
+    manifest and cache are either of one ingestion or refused by `split`; then a run works."""
+    from age_gender.faces import UTKFACE_NAME
+    from age_gender.lineage import check_manifest_matches_cache
+
+    good = sorted((n, b) for n, b in archive_members.items() if UTKFACE_NAME.match(n.rsplit("/", 1)[-1]))
+    project = make_project(tmp_path / "project")
+    archive = tmp_path / "faces.tar.gz"
+    monkeypatch.setenv("UTKFACE_ARCHIVE", str(archive))
+    write_tar(archive, dict(good[:150]))
+    run_kedro(project, "ingestion", PARAMS)
+
+    import yaml
+
+    base = yaml.safe_load((project / "conf" / "base" / "parameters_ingestion.yml").read_text())
+    base["ingestion"].update(image_sizes=[32, 48], workers=1, face_check={**base["ingestion"]["face_check"], "enabled": False})
+    (project / "conf" / "local" / "parameters.yml").write_text(yaml.safe_dump(base))
+    command = [sys.executable, "-m", "kedro", "run", "--pipeline", "ingestion"]
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    started = time.monotonic()
+    subprocess.run(command, cwd=project, env=env, check=True, capture_output=True, timeout=300)
+    duration = time.monotonic() - started
+    rng = np.random.default_rng(11)
+    primary = project / "data" / "03_primary"
+    for count in (120, 180, 100, 160):
+        write_tar(archive, dict(good[:count]))
+        process = subprocess.Popen(command, cwd=project, env=env, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(0.3, 1.0) * duration)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        manifest = pd.read_parquet(primary / "face_manifest.parquet")
+        cache = datasets.FaceCacheDataset(path=str(primary / "face_cache")).load()
+        assert all(len(loader()) == cache.identity["rows"] for loader in cache.values())
+        json.loads((project / "data" / "08_reporting" / "ingestion_report.json").read_text())
+        try:
+            check_manifest_matches_cache(manifest, cache)
+        except LineageError as error:  # killed between the two writes: refused, never mixed
+            assert "rerun `kedro run --pipeline ingestion`" in str(error)
+        else:
+            assert len(manifest) == cache.identity["rows"]
+    (project / "conf" / "local" / "parameters.yml").unlink()
+    run_kedro(project, "ingestion", PARAMS)
+    run_kedro(project, "split", PARAMS)
+    assert len(pd.read_parquet(project / "data" / "05_model_input" / "face_splits.parquet")) == 160
