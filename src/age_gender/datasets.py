@@ -466,3 +466,219 @@ class WorkingDirectoryDataset(AbstractDataset[None, str]):
 
     def save(self, data: None) -> None:
         raise DatasetError("A working directory is written by the node that uses it, not saved.")
+
+
+# --- atomic outputs ------------------------------------------------------------------------------
+# kedro-datasets writes straight into the target file, so a run killed while saving leaves it
+# empty or half-written and the previous file is gone. The variants below save to a temporary
+# sibling (same folder, so same filesystem) and ``os.replace`` it over the target: a kill leaves
+# the old file or the new one, never a broken one. Remote filesystems (s3://, gs://...) and
+# versioned datasets keep the library's own save (object stores replace objects whole).
+
+
+class _AtomicSave:
+    """Mixin for a kedro-datasets file dataset: save to a temporary sibling, then rename."""
+
+    _atomic_path: PurePosixPath | None = None
+
+    def _get_save_path(self) -> PurePosixPath:
+        if self._atomic_path is not None:
+            return self._atomic_path
+        return super()._get_save_path()
+
+    def save(self, data: Any) -> None:
+        if getattr(self, "_protocol", "file") != "file" or getattr(self, "_version", None):
+            super().save(data)
+            return
+        tmp, final = _atomic_target(Path(str(self._filepath)))
+        self._atomic_path = PurePosixPath(tmp.as_posix())
+        try:
+            super().save(data)
+            os.replace(tmp, final)
+        finally:
+            self._atomic_path = None
+            tmp.unlink(missing_ok=True)
+        self._invalidate_cache()
+        # temporaries of earlier saves that were killed before their rename
+        for stale in final.parent.glob(f".{final.stem}.{'?' * 8}{final.suffix}"):
+            stale.unlink(missing_ok=True)
+
+
+def _kedro_dataset(module: str, name: str) -> type:
+    import importlib
+
+    return getattr(importlib.import_module(f"kedro_datasets.{module}"), name)
+
+
+class AtomicParquetDataset(_AtomicSave, _kedro_dataset("pandas", "ParquetDataset")):
+    """``pandas.ParquetDataset`` (same arguments) whose save is atomic on a local filesystem.
+    ``partition_cols`` (a folder) is not supported atomically: use the plain dataset for that."""
+
+    def save(self, data: Any) -> None:
+        if self._save_args.get("partition_cols"):
+            raise DatasetError("AtomicParquetDataset writes one file; partition_cols is not "
+                               "supported: use pandas.ParquetDataset")
+        super().save(data)
+
+
+class AtomicCSVDataset(_AtomicSave, _kedro_dataset("pandas", "CSVDataset")):
+    """``pandas.CSVDataset`` (same arguments) whose save is atomic on a local filesystem."""
+
+
+class AtomicJSONDataset(_AtomicSave, _kedro_dataset("json", "JSONDataset")):
+    """``json.JSONDataset`` (same arguments) whose save is atomic on a local filesystem."""
+
+
+class AtomicTextDataset(_AtomicSave, _kedro_dataset("text", "TextDataset")):
+    """``text.TextDataset`` (same arguments) whose save is atomic on a local filesystem."""
+
+
+class AtomicImageDataset(_AtomicSave, _kedro_dataset("pillow", "ImageDataset")):
+    """``pillow.ImageDataset`` (same arguments) whose save is atomic on a local filesystem."""
+
+
+class AtomicMatplotlibDataset(_AtomicSave, _kedro_dataset("matplotlib", "MatplotlibDataset")):
+    """``matplotlib.MatplotlibDataset`` (same arguments) saving one figure atomically. A list or
+    dict of figures (a folder of files) is refused: give each figure its own entry."""
+
+    def save(self, data: Any) -> None:
+        if isinstance(data, list | dict):
+            raise DatasetError("AtomicMatplotlibDataset saves one figure per file; got a "
+                               f"{type(data).__name__} of figures")
+        super().save(data)
+
+
+# --- folders swapped in whole ------------------------------------------------------------------
+
+
+def _remove(path: Path) -> None:
+    import shutil
+
+    if path.is_symlink() or path.is_file():
+        path.unlink(missing_ok=True)
+    elif path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+
+
+class SwappedFolderDataset(AbstractDataset[dict[str, Any], dict[str, Any]]):
+    """A folder of partitions (``{name}{filename_suffix}`` files) saved and replaced in whole.
+
+    ``save({name: data})`` writes every partition with ``dataset`` into a new hidden sibling
+    folder ``.{folder}.<random>``, then atomically points ``path`` (a symbolic link) at it and
+    only then deletes the previous folder: a run killed at any moment leaves the old set of
+    partitions or the new one, complete. A plain folder at ``path`` (the older layout) is moved
+    aside, not deleted, before the first swap. ``load()`` gives ``{name: loader}`` (call the
+    loader for the data), like ``partitions.PartitionedDataset``; hidden files (temporary files
+    of an interrupted write) are never partitions. POSIX filesystems only (symbolic links).
+    """
+
+    def __init__(self, path: str, dataset: str | dict[str, Any], filename_suffix: str = "",
+                 metadata: dict[str, Any] | None = None) -> None:
+        self._path = Path(path)
+        self._dataset_config = {"type": dataset} if isinstance(dataset, str) else dict(dataset)
+        self._suffix = filename_suffix
+        self.metadata = metadata
+
+    def _describe(self) -> dict[str, Any]:
+        return {"path": str(self._path), "dataset": self._dataset_config.get("type"),
+                "filename_suffix": self._suffix}
+
+    def _exists(self) -> bool:
+        return self._path.is_dir()
+
+    def _partition(self, folder: Path, name: str) -> AbstractDataset:
+        return AbstractDataset.from_config(
+            name, {**self._dataset_config, "filepath": str(folder / f"{name}{self._suffix}")})
+
+    def _names(self, folder: Path) -> list[str]:
+        return sorted(p.name[: len(p.name) - len(self._suffix)] for p in folder.iterdir()
+                      if p.is_file() and not p.name.startswith(".") and p.name.endswith(self._suffix))
+
+    def _load_from(self, folder: Path) -> dict[str, Any]:
+        """Loaders bound to one generation (the link's target), so a swap by another run
+        between ``load()`` and a loader's call never mixes two generations."""
+        return {name: self._partition(folder, name).load for name in self._names(folder)}
+
+    def load(self) -> dict[str, Any]:
+        if not self._path.is_dir():
+            raise DatasetError(f"Nothing at '{self._path}': run the pipeline that writes it first.")
+        return self._load_from(self._path.resolve())
+
+    def _write_extra(self, folder: Path, data: Any) -> None:
+        """Hook for subclasses: more files to write into the new folder before the swap."""
+
+    def save(self, data: dict[str, Any]) -> None:
+        import tempfile
+
+        parent = self._path.parent
+        parent.mkdir(parents=True, exist_ok=True)
+        folder = Path(tempfile.mkdtemp(prefix=f".{self._path.name}.", dir=parent))
+        try:
+            os.chmod(folder, 0o755)
+            for name, value in data.items():
+                if not name or name.startswith(".") or "/" in name or "\\" in name:
+                    raise DatasetError(f"Bad partition name {name!r}")
+                self._partition(folder, name).save(value() if callable(value) else value)
+            self._write_extra(folder, data)
+            self._swap_in(folder)
+        except BaseException:
+            _remove(folder)
+            raise
+
+    def _swap_in(self, folder: Path) -> None:
+        import tempfile
+
+        parent, path = self._path.parent, self._path
+        previous = (parent / os.readlink(path)) if path.is_symlink() else None
+        if path.exists() and not path.is_symlink():  # older layout: a plain folder; move aside
+            aside = Path(tempfile.mkdtemp(prefix=f".{path.name}.legacy-", dir=parent))
+            os.replace(path, aside / path.name)
+            previous = aside
+        link = parent / f".{path.name}.link-{folder.name}"
+        _remove(link)
+        os.symlink(folder.name, link)
+        os.replace(link, path)  # the one atomic step
+        if previous is not None and previous.resolve() != folder.resolve():
+            _remove(previous)
+        for stale in parent.glob(f".{path.name}.*"):  # leftovers of interrupted runs
+            if stale.resolve() != folder.resolve():
+                _remove(stale)
+
+
+class FaceCacheDataset(SwappedFolderDataset):
+    """The decoded-image cache: one uint8 ``.npy`` (N x S x S x 3) per working size (``64px``...)
+    plus ``identity.json`` (the ingestion id, row count and sizes), swapped in whole.
+
+    Loads as a :class:`age_gender.lineage.FaceCache` (``{"64px": loader, ...}`` with ``identity``;
+    ``identity`` is None for a cache written before identities were recorded). Saves a
+    ``FaceCache`` (from ``lineage.stamp_cache``); a mapping without identity is refused.
+    """
+
+    def __init__(self, path: str, mmap_mode: str | None = "r",
+                 metadata: dict[str, Any] | None = None) -> None:
+        super().__init__(path, {"type": "age_gender.datasets.NpyDataset", "mmap_mode": mmap_mode},
+                         ".npy", metadata)
+
+    def load(self) -> Any:
+        import json
+
+        from age_gender.lineage import IDENTITY_FILE, FaceCache
+
+        if not self._path.is_dir():
+            raise DatasetError(f"No image cache at '{self._path}': run "
+                               f"`kedro run --pipeline ingestion` first.")
+        folder = self._path.resolve()
+        identity_file = folder / IDENTITY_FILE
+        identity = json.loads(identity_file.read_text()) if identity_file.is_file() else None
+        return FaceCache(self._load_from(folder), identity)
+
+    def _write_extra(self, folder: Path, data: Any) -> None:
+        import json
+
+        from age_gender.lineage import IDENTITY_FILE
+
+        identity = getattr(data, "identity", None)
+        if identity is None:
+            raise DatasetError("FaceCacheDataset saves a FaceCache with its ingestion identity "
+                               "(age_gender.lineage.stamp_cache), not a plain mapping.")
+        (folder / IDENTITY_FILE).write_text(json.dumps(identity, indent=2))

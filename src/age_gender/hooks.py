@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import logging
+import sys
+import tempfile
+from pathlib import Path
 from typing import Any
 
 from kedro.framework.hooks import hook_impl
 from kedro.io import DatasetError
 
 from age_gender.datasets import DATA_HELP
+from age_gender.lineage import ActionableError
 
 logger = logging.getLogger(__name__)
 
@@ -78,3 +82,147 @@ def _print_parameter_errors_briefly() -> None:
 
     hook._age_gender_parameters = True  # type: ignore[attr-defined]
     sys.excepthook = hook
+
+
+# --- integrity: lineage, required splits, writable outputs, one last line on failure -------------
+
+REQUIRED_SPLITS = ("train", "val1", "val2", "test")
+
+
+def _output_folder(dataset: Any) -> Path | None:
+    """The local folder a dataset writes into (``None`` for memory or remote datasets)."""
+    from age_gender.datasets import SwappedFolderDataset, WorkingDirectoryDataset
+
+    if isinstance(dataset, WorkingDirectoryDataset):
+        return dataset._path
+    if isinstance(dataset, SwappedFolderDataset):
+        return dataset._path.parent  # new generations are written beside the link
+    path = getattr(dataset, "_filepath", None) or getattr(dataset, "_path", None)
+    if path is None or getattr(dataset, "_protocol", "file") not in ("file", None):
+        return None
+    return Path(str(path)).parent
+
+
+def _not_writable(folder: Path) -> str | None:
+    """Why nothing can be written under ``folder`` (probed by creating a file, so read-only
+    mounts, immutable folders and root's rights are judged as they are), or ``None``."""
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent  # Kedro creates the missing folders: the first existing one decides
+    if not probe.is_dir():
+        return f"'{probe}' is not a folder"
+    try:
+        with tempfile.TemporaryFile(dir=probe):
+            pass
+    except OSError as error:
+        return f"cannot write to '{probe}' ({error.strerror or error})"
+    return None
+
+
+def check_outputs_writable(pipeline: Any, catalog: Any) -> None:
+    """Refuse a run whose output folders cannot be written, before any node runs.
+
+    Raises ``ActionableError`` naming the folder and the datasets that would be written there.
+    """
+    from age_gender.datasets import WorkingDirectoryDataset
+
+    folders: dict[Path, list[str]] = {}
+    for name in sorted(pipeline.all_outputs() | pipeline.inputs()):
+        if name.startswith("params:") or name == "parameters":
+            continue
+        dataset = catalog.get(name)
+        if name not in pipeline.all_outputs() and not isinstance(dataset, WorkingDirectoryDataset):
+            continue  # an input read, not written
+        folder = _output_folder(dataset) if dataset is not None else None
+        if folder is not None:
+            folders.setdefault(folder, []).append(name)
+    for folder, names in sorted(folders.items()):
+        reason = _not_writable(folder)
+        if reason:
+            raise ActionableError(f"{reason}, where this run writes {', '.join(names)}",
+                                  f"make '{folder}' writable, or point these catalog entries "
+                                  "elsewhere in conf/local/catalog.yml")
+
+
+def check_splits_and_lineage(pipeline: Any, catalog: Any) -> None:
+    """When a run reads ``face_splits`` made by an earlier run: every split the models need
+    (train, val1, val2, test) must be there and non-empty, and when it also reads ``face_cache``,
+    both must come from the same ingestion. Raises ``ActionableError`` / ``LineageError``."""
+    import pandas as pd
+
+    from age_gender.lineage import check_same_ingestion
+
+    inputs = pipeline.inputs()
+    if "face_splits" not in inputs or not catalog.exists("face_splits"):
+        return  # produced in this run (the split node checks it) or missing (Kedro says so)
+    splits = catalog.load("face_splits")
+    if "split" not in getattr(splits, "columns", []):
+        raise ActionableError("face_splits has no 'split' column", "rerun `kedro run --pipeline split`")
+    counts = pd.Series(splits["split"].astype(str)).value_counts()
+    empty = [name for name in REQUIRED_SPLITS if counts.get(name, 0) == 0]
+    if empty:
+        raise ActionableError(f"face_splits has no {', '.join(repr(e) for e in empty)} rows "
+                              f"(counts: {', '.join(f'{k} {int(counts.get(k, 0))}' for k in REQUIRED_SPLITS)})",
+                              "rerun `kedro run --pipeline split` with settings that fill every split")
+    if "face_cache" in inputs and catalog.exists("face_cache"):
+        check_same_ingestion(catalog.load("face_cache"), splits)
+
+
+def last_line(error: BaseException, node: str | None = None) -> str:
+    """The one line a failed run ends with: ``ERROR: <cause>. Fix: <fix>.``
+
+    The cause and fix come from the first :class:`ActionableError` in the exception chain;
+    otherwise the innermost exception's type and first message line, with where to look.
+    """
+    seen, current, innermost = set(), error, error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, ActionableError):
+            return f"ERROR: {current.cause}. Fix: {current.fix}."
+        innermost = current
+        current = current.__cause__ or current.__context__
+    message = (str(innermost).strip().splitlines() or [""])[0]
+    where = f" in node {node}" if node else ""
+    return (f"ERROR{where}: {type(innermost).__name__}: {message.rstrip('.')}. Fix: see the message "
+            "above (the traceback is for a bug report); correct the input or setting it names and rerun.")
+
+
+def _print_last_line_after_traceback() -> None:
+    """Wrap ``sys.excepthook`` (Kedro's rich traceback) so that a failed ``kedro run`` prints its
+    traceback, then :func:`last_line` as the very last line on stderr."""
+    previous = sys.excepthook
+    if getattr(previous, "_age_gender_last_line", False):
+        return
+
+    def hook(kind, value, traceback):
+        previous(kind, value, traceback)
+        if type(value).__name__ in ("ParameterError", "ParameterValidationError"):
+            return  # already printed as one line by ParameterValidationHooks
+        if isinstance(value, Exception):
+            print(last_line(value, IntegrityHooks.failed_node), file=sys.stderr, flush=True)
+
+    hook._age_gender_last_line = True  # type: ignore[attr-defined]
+    sys.excepthook = hook
+
+
+class IntegrityHooks:
+    """Before the first node: output folders writable, the splits the run needs present and
+    non-empty, cache and splits of one ingestion. After a failure: one last line naming the
+    cause and the fix."""
+
+    failed_node: str | None = None
+
+    @hook_impl
+    def after_context_created(self, context: Any) -> None:
+        _print_last_line_after_traceback()
+
+    @hook_impl
+    def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:
+        IntegrityHooks.failed_node = None
+        check_outputs_writable(pipeline, catalog)
+        check_splits_and_lineage(pipeline, catalog)
+
+    @hook_impl
+    def on_node_error(self, error: Exception, node: Any, catalog: Any, inputs: dict[str, Any],
+                      is_async: bool, run_id: str) -> None:
+        IntegrityHooks.failed_node = node.name

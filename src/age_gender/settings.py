@@ -8,10 +8,11 @@ changes. ``oc.env`` lets the catalog read environment variables such as ``UTKFAC
 from kedro.config import OmegaConfigLoader
 from omegaconf.resolvers import oc
 
-from age_gender.hooks import ParameterValidationHooks, RuntimeHooks
+from age_gender.hooks import IntegrityHooks, ParameterValidationHooks, RuntimeHooks
 
-# pluggy calls the hook registered last first: parameters are checked before anything else.
-HOOKS = (RuntimeHooks(), ParameterValidationHooks())
+# pluggy calls the hook registered last first: parameters are checked before anything else, and
+# ParameterValidationHooks' one-line printer sits inside IntegrityHooks' last-line printer.
+HOOKS = (RuntimeHooks(), IntegrityHooks(), ParameterValidationHooks())
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {

@@ -51,6 +51,9 @@ def cached_images(face_cache: Mapping[str, Any], size: int) -> np.ndarray:
 def select_split(face_cache: Mapping[str, Any], face_splits: pd.DataFrame, size: int,
                  splits: list[str] | tuple[str, ...]) -> FaceArrays:
     """Rows of ``face_splits`` in ``splits`` with their images from the cache at ``size``."""
+    from age_gender.lineage import check_same_ingestion  # refuse splits of another ingestion
+
+    check_same_ingestion(face_cache, face_splits)
     rows = face_splits[face_splits["split"].isin(list(splits))].sort_values("cache_index")
     if rows.empty:
         raise ValueError(f"Split(s) {list(splits)} are empty; run `kedro run --pipeline split` first "

@@ -1,13 +1,18 @@
 """`ingestion` and `split` run through Kedro on a sample of the real archive."""
 
 import json
+import os
+import subprocess
+import sys
+from contextlib import contextmanager
 
 import numpy as np
 import pandas as pd
 import pytest
 from kedro.io import DatasetError
 
-from tests.conftest import run_kedro
+from age_gender.lineage import ActionableError
+from tests.conftest import REPO, run_kedro
 
 pytestmark = pytest.mark.pipeline
 
@@ -38,3 +43,78 @@ def test_missing_archive_stops_the_run_before_any_node(kedro_project, tmp_path, 
     with pytest.raises(DatasetError, match=r"missing/UTKFace\.tar\.gz.*UTKFACE_ARCHIVE"):
         run_kedro(kedro_project, "ingestion", TINY)
     assert not list((kedro_project / "data" / "03_primary").iterdir())
+
+
+# --- refused before the first node (issue 11, "Errors where the user can act on them") ----------
+
+SMALL = {"ingestion": {"image_sizes": [32], "face_check": {"enabled": False}, "workers": 1},
+         "split": {"test_size": 20, "subset_size": 100}}
+
+
+@contextmanager
+def read_only(folder):
+    """Make ``folder`` read-only for this process, root included (immutable attribute for root)."""
+    root = os.geteuid() == 0
+    if root:
+        subprocess.run(["chattr", "+i", str(folder)], check=True)
+    else:
+        folder.chmod(0o555)
+    try:
+        with pytest.raises(OSError):
+            (folder / "probe").write_text("x")
+        yield folder
+    finally:
+        if root:
+            subprocess.run(["chattr", "-i", str(folder)], check=True)
+        else:
+            folder.chmod(0o755)
+
+
+def test_read_only_reporting_folder_is_refused_before_any_node(kedro_project, sample_archive, monkeypatch):
+    monkeypatch.setenv("UTKFACE_ARCHIVE", str(sample_archive))
+    reporting = kedro_project / "data" / "08_reporting"
+    with read_only(reporting), pytest.raises(ActionableError) as error:
+        run_kedro(kedro_project, "ingestion", SMALL)
+    message = str(error.value)
+    assert "\n" not in message and f"cannot write to '{reporting}'" in message
+    assert "ingestion_report" in message and "conf/local/catalog.yml" in message
+    assert not list((kedro_project / "data" / "03_primary").iterdir())  # no node ran
+
+
+def test_training_on_a_splits_table_without_val2_is_refused_before_any_node(kedro_project, sample_archive,
+                                                                             monkeypatch):
+    monkeypatch.setenv("UTKFACE_ARCHIVE", str(sample_archive))
+    run_kedro(kedro_project, "ingestion", SMALL)
+    run_kedro(kedro_project, "split", SMALL)
+    path = kedro_project / "data" / "05_model_input" / "face_splits.parquet"
+    splits = pd.read_parquet(path)
+    splits["split"] = splits["split"].astype(str).replace({"val2": "unused"})
+    splits.to_parquet(path)
+    for pipeline in ("scratch", "scratch_search", "transfer"):
+        with pytest.raises(ActionableError, match=r"face_splits has no 'val2' rows.*rerun `kedro run --pipeline split`"):
+            run_kedro(kedro_project, pipeline, SMALL)
+    assert not list((kedro_project / "data" / "06_models").iterdir())
+
+
+def test_split_leaving_test_empty_is_refused_and_writes_nothing(kedro_project, sample_archive, monkeypatch):
+    monkeypatch.setenv("UTKFACE_ARCHIVE", str(sample_archive))
+    run_kedro(kedro_project, "ingestion", SMALL)
+    with pytest.raises(ActionableError, match=r"split.test_size=0 leaves the 'test' split empty"):
+        run_kedro(kedro_project, "split", {**SMALL, "split": {"test_size": 0, "subset_size": 100}})
+    assert not (kedro_project / "data" / "05_model_input" / "face_splits.parquet").exists()
+
+
+def test_failed_kedro_run_ends_with_one_line_naming_cause_and_fix(kedro_project, sample_archive):
+    """Through the real CLI: the traceback may come first, the last line is the cause and fix."""
+    reporting = kedro_project / "data" / "08_reporting"
+    env = {**os.environ, "UTKFACE_ARCHIVE": str(sample_archive),
+           "PYTHONPATH": str(REPO / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    with read_only(reporting):
+        result = subprocess.run([sys.executable, "-m", "kedro", "run", "--pipeline", "ingestion"],
+                                cwd=kedro_project, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    last = result.stderr.strip().splitlines()[-1]
+    assert last == (f"ERROR: cannot write to '{reporting}' (Operation not permitted), where this run writes "
+                    "age_distribution_plot, ingestion_report. Fix: make "
+                    f"'{reporting}' writable, or point these catalog entries elsewhere in "
+                    "conf/local/catalog.yml."), last

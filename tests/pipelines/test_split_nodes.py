@@ -2,7 +2,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from age_gender.pipelines.split.nodes import split_faces
+from age_gender.lineage import ActionableError, stamp_cache
+from age_gender.pipelines.split import nodes
+
+
+def split_faces(manifest, params):
+    """The node with the image cache its manifest was ingested with."""
+    cache = stamp_cache(manifest, {"8px": np.zeros((len(manifest), 8, 8, 3), np.uint8)})
+    return nodes.split_faces(manifest, cache, params)
 
 PARAMS = {"seed": 7, "test_size": 200, "subset_size": 1000,
           "fractions": {"train": 0.8, "val1": 0.1, "val2": 0.1},
@@ -15,7 +22,7 @@ def manifest():
     n = 3000
     return pd.DataFrame({"file_name": [f"{i:05d}.jpg" for i in rng.permutation(n)],
                          "age": rng.integers(1, 100, n), "gender": rng.integers(0, 2, n),
-                         "race": rng.integers(0, 5, n)})
+                         "race": rng.integers(0, 5, n), "sha256": [f"{i:064x}" for i in range(n)]})
 
 
 def test_split_sizes_disjoint_and_cover(manifest):
@@ -50,4 +57,19 @@ def test_splits_are_stratified_by_gender_and_age(manifest):
                                  {"age_band_edges": [0, 50]}])
 def test_bad_split_parameters_are_clear_errors(manifest, bad):
     with pytest.raises(ValueError, match="split"):
+        split_faces(manifest, {**PARAMS, **bad})
+
+
+def test_table_carries_the_ingestion_it_indexes(manifest):
+    cache = stamp_cache(manifest, {"8px": np.zeros((len(manifest), 8, 8, 3), np.uint8)})
+    table, summary = nodes.split_faces(manifest, cache, PARAMS)
+    assert (table["ingestion_id"] == cache.ingestion_id).all()
+    assert summary["ingestion_id"] == cache.ingestion_id
+
+
+@pytest.mark.parametrize(("bad", "empty"), [({"test_size": 0}, "test"), ({"subset_size": 0}, "train"),
+                                            ({"fractions": {"train": 0.9, "val1": 0.1, "val2": 0.0}}, "val2"),
+                                            ({"subset_size": 2}, "val1")])
+def test_a_split_left_empty_is_refused_before_training(manifest, bad, empty):
+    with pytest.raises(ActionableError, match=f"leaves the '{empty}' split empty"):
         split_faces(manifest, {**PARAMS, **bad})

@@ -1,5 +1,7 @@
 from kedro.pipeline import Pipeline, node
 
+from age_gender.lineage import stamp_cache
+
 from .nodes import check_faces, decode_faces, plot_age_distribution, select_faces
 
 
@@ -13,7 +15,9 @@ def create_pipeline(**kwargs) -> Pipeline:
             node(select_faces,
                  ["decoded_manifest", "decoded_images", "face_found", "decode_findings",
                   "params:ingestion"],
-                 ["face_manifest", "face_cache", "ingestion_report"], name="select_faces"),
+                 ["face_manifest", "decoded_cache", "ingestion_report"], name="select_faces"),
+            # the cache is written last, stamped with this ingestion's identity (age_gender.lineage)
+            node(stamp_cache, ["face_manifest", "decoded_cache"], "face_cache", name="stamp_cache"),
             node(plot_age_distribution, "face_manifest", "age_distribution_plot",
                  name="plot_age_distribution"),
         ]

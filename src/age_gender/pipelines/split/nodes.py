@@ -8,6 +8,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from age_gender.lineage import ActionableError, check_manifest_matches_cache, stamp_splits
+
 SPLITS = ("train", "val1", "val2", "test", "unused")
 
 
@@ -44,13 +46,31 @@ def _count(value: int | float | None, total: int, name: str) -> int:
     raise ValueError(f"split.{name} must be a count, a fraction in (0, 1), or 'all'; got {value!r}")
 
 
-def split_faces(face_manifest: pd.DataFrame, params: dict[str, Any]) -> tuple[pd.DataFrame, dict[str, Any]]:
+def _refuse_empty(counts: dict[str, int], params: dict[str, Any]) -> None:
+    """Every model pipeline needs train, val1, val2 and test: an empty one is refused here,
+    before any training starts, naming the setting that emptied it."""
+    for name in SPLITS[:4]:
+        if counts[name] == 0:
+            setting = (f"split.test_size={params['test_size']!r}" if name == "test" else
+                       f"split.subset_size={params['subset_size']!r} with split.fractions="
+                       f"{dict(params['fractions'])}")
+            raise ActionableError(f"{setting} leaves the '{name}' split empty",
+                                  "choose settings that give every split at least one image "
+                                  "(e.g. split.test_size: 500)")
+
+
+def split_faces(face_manifest: pd.DataFrame, face_cache: Any,
+                params: dict[str, Any]) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Assign splits. First a held-out ``test`` set is drawn from all kept images; the study's
     subset (e.g. 5,000) is drawn from the rest and cut 80/10/10 into train / val1 (early
     stopping) / val2 (model selection). Final models train on train+val1 and meet ``test`` once.
 
-    The same manifest and parameters always give the same table; the splits never overlap.
+    The same manifest and parameters always give the same table; the splits never overlap. The
+    table's ``ingestion_id`` column names the ingestion (manifest + ``face_cache``) it indexes.
+    Raises ``LineageError`` when the manifest is not the one the cache was written with, and
+    ``ActionableError`` when a split would be empty.
     """
+    identity = check_manifest_matches_cache(face_manifest, face_cache)
     fractions = params["fractions"]
     if set(fractions) != {"train", "val1", "val2"} or any(v < 0 for v in fractions.values()) or \
             not np.isclose(sum(fractions.values()), 1.0):
@@ -83,9 +103,13 @@ def split_faces(face_manifest: pd.DataFrame, params: dict[str, Any]) -> tuple[pd
         "race": manifest["race"].to_numpy(),
         "split": pd.Categorical(split, categories=SPLITS),
     }).sort_values("cache_index").reset_index(drop=True)
+    counts = {name: int((table["split"] == name).sum()) for name in SPLITS}
+    _refuse_empty(counts, params)
+    table = stamp_splits(table, identity)
     summary = {
         "seed": int(params["seed"]),
-        "counts": {name: int((table["split"] == name).sum()) for name in SPLITS},
+        "ingestion_id": identity,
+        "counts": counts,
         "female_share": {name: round(float(table.loc[table["split"] == name, "gender"].mean()), 4)
                          for name in SPLITS[:4] if (table["split"] == name).any()},
         "mean_age": {name: round(float(table.loc[table["split"] == name, "age"].mean()), 2)

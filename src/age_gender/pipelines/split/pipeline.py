@@ -5,6 +5,6 @@ from .nodes import split_faces
 
 def create_pipeline(**kwargs) -> Pipeline:
     return Pipeline(
-        [node(split_faces, ["face_manifest", "params:split"], ["face_splits", "split_summary"],
-              name="split_faces")]
+        [node(split_faces, ["face_manifest", "face_cache", "params:split"],
+              ["face_splits", "split_summary"], name="split_faces")]
     )
