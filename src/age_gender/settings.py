@@ -5,8 +5,9 @@ from kedro.config import OmegaConfigLoader
 from omegaconf.resolvers import oc
 
 from age_gender.hooks import RuntimeHooks
+from age_gender.project_config import RememberContext
 
-HOOKS = (RuntimeHooks(),)
+HOOKS = (RuntimeHooks(), RememberContext())  # RememberContext last: pluggy calls it first
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {
