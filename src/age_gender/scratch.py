@@ -9,6 +9,7 @@ from typing import Any
 
 import pandas as pd
 
+from age_gender.models import build_multitask_cnn
 from age_gender.training import FaceArrays, FitResult, fit_model, select_split
 
 ARCHITECTURE_KEYS = ("conv_pairs", "dense_layers", "dense_units", "split_point")
@@ -30,8 +31,6 @@ def fit_cnn(face_cache: Mapping[str, Any], face_splits: pd.DataFrame, architectu
     """Train one CNN of the study's family (``models.build_multitask_cnn``) on ``train_splits`` at
     ``settings['input_size']`` px, early-stopping on ``val_splits``; builder options come from
     ``settings`` unless ``architecture`` sets them. Resumable (``training.fit_model``)."""
-    from age_gender.models import build_multitask_cnn
-
     arch = architecture_of(architecture)
     size = int(settings["input_size"])
     train: FaceArrays = select_split(face_cache, face_splits, size, train_splits)

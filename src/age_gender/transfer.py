@@ -15,10 +15,19 @@ from pathlib import Path
 from typing import Any
 
 import keras
+import keras_tuner
 import numpy as np
 import pandas as pd
 
 from age_gender.metrics import headline, model_metrics
+from age_gender.models import (
+    BACKBONES,
+    build_backbone,
+    build_transfer_model,
+    build_two_headed_top,
+    resolve_weights,
+)
+from age_gender.models.heads import build_feature_extractor
 from age_gender.reporting import prediction_table
 from age_gender.training import (
     FaceArrays,
@@ -39,8 +48,6 @@ FEATURE_SPLITS = ("train", "val1", "val2")  # the test split is scored once, fro
 
 def backbones_to_compare(params: Mapping[str, Any]) -> list[str]:
     """``transfer.compare`` plus ``transfer.backbone``, in order, each once; unknown names raise."""
-    from age_gender.models import BACKBONES
-
     names = list(dict.fromkeys([*params.get("compare", []), params["backbone"]]))
     unknown = [n for n in names if n not in BACKBONES]
     if unknown:
@@ -52,9 +59,6 @@ def feature_extractor(name: str, params: Mapping[str, Any]):
     """(extractor, backbone, weights, pretrained): the backbone ``name`` at ``input_size`` with its
     weights from ``backbone_weights`` and its own preprocessing; the extractor maps uint8-valued
     float32 images to pooled features."""
-    from age_gender.models import build_backbone, resolve_weights
-    from age_gender.models.heads import build_feature_extractor
-
     weights, pretrained = resolve_weights(name, (params.get("backbone_weights") or {}).get(name, "imagenet"),
                                           bool(params.get("allow_random_init", False)))
     size = int(params["input_size"])
@@ -143,8 +147,6 @@ def fit_head(x_train: np.ndarray, train: FaceArrays, x_val: np.ndarray, val: Fac
     """Train a two-headed top on features, early-stopping on ``val`` (best weights restored).
 
     Returns (top, history {metric: [float per epoch]}); raises NothingTrainedError for epochs < 1."""
-    from age_gender.models import build_two_headed_top
-
     if isinstance(epochs, bool) or int(epochs) < 1:
         raise NothingTrainedError(f"transfer.head.epochs must be >= 1, got {epochs!r}")
     set_seeds(seed)
@@ -173,10 +175,6 @@ def tune_head(x_train: np.ndarray, train: FaceArrays, x_val: np.ndarray, val: Fa
 
     Trials live in ``trials_dir``/``project``-fingerprint; the same set-up resumes, a changed one
     starts anew. Returns {structure, units, learning_rate, tuned, trials, seconds}."""
-    import keras_tuner
-
-    from age_gender.models import build_two_headed_top
-
     hb = hyperband
 
     def build(hp):
@@ -223,8 +221,6 @@ def fine_tune_builder(name: str, params: Mapping[str, Any], top, unfreeze: int,
     """A ``build(dtype)`` for ``training.fit_model``: backbone ``name`` (computing in ``dtype``)
     under the trained ``top``, its last ``unfreeze`` weighted layers trainable; every batch-norm
     layer, the top's too, stays in inference mode. The unfrozen layer names go into ``unfrozen``."""
-    from age_gender.models import build_transfer_model
-
     def build(dtype: str | None):
         with dtype_policy(dtype):  # the backbone computes in bfloat16 where that pays; the top stays float32
             extractor, backbone, _, _ = feature_extractor(name, params)

@@ -11,7 +11,11 @@ from age_gender.models import build_multitask_cnn
 from age_gender.pipelines.evaluation.nodes import compute_metrics, headlines, predict_test_split
 from age_gender.pipelines.scratch.nodes import train_scratch_model
 from age_gender.pipelines.scratch_search import pipeline as search_pipeline
-from age_gender.pipelines.scratch_search.nodes import active_candidates, rank_candidates, select_architecture
+from age_gender.pipelines.scratch_search.nodes import (
+    active_candidates,
+    rank_candidates,
+    select_architecture,
+)
 from age_gender.training import NothingTrainedError, data_key, split_rows
 
 ARCH = {"conv_pairs": 2, "dense_layers": 1, "dense_units": 8, "split_point": 1}

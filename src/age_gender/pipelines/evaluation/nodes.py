@@ -36,7 +36,7 @@ def compute_metrics(predictions: pd.DataFrame) -> dict[str, Any]:
 
 def headlines(metrics: Mapping[str, Any], **training_info: Mapping[str, Any] | None) -> dict[str, dict[str, Any]]:
     """Per evaluated model: gender accuracy, age MAE, n (``metrics.headline``) with how it trained
-    (``{model}_training_info``), saved as ``{model}_test_metrics.json``."""
+    (``{model}_training_info``), saved as ``test_metrics/{model}.json``."""
     return {name: {"model": name, **headline(values), **{k: v for k, v in (training_info.get(name) or {}).items()
                                                           if k != "model"}}
             for name, values in metrics.items()}
