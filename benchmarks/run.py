@@ -255,14 +255,14 @@ def _fine_tune_model(backbone_name: str, size: int, unfreeze_last: int):
         build_two_headed_top,
     )
     from age_gender.models.heads import build_feature_extractor
-    from age_gender.pipelines.transfer.nodes import _unfreeze_last
     from age_gender.training import compile_multitask
+    from age_gender.transfer import unfreeze_last as unfreeze_layers
 
     weights = weights_dir() / BACKBONES[backbone_name].local_file
     backbone = build_backbone(backbone_name, size, str(weights))
     extractor = build_feature_extractor(backbone_name, backbone, size)
     model = build_transfer_model(extractor, build_two_headed_top(extractor.output_shape[-1], "dense-dropout", 256))
-    _unfreeze_last(backbone, unfreeze_last)
+    unfreeze_layers(backbone, unfreeze_last)
     compile_multitask(model, 1e-4, {"age": 0.1, "gender": 1.0})
     return model
 

@@ -9,7 +9,7 @@ from age_gender.models import (
 )
 from age_gender.models.backbones import WeightsUnavailable
 from age_gender.models.heads import HEAD_STRUCTURES, build_feature_extractor
-from age_gender.pipelines.transfer.nodes import _unfreeze_last
+from age_gender.transfer import unfreeze_last
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +58,7 @@ def test_fine_tuning_changes_only_the_unfrozen_layers(weights_dir):
     backbone = build_backbone("mobilenet_v2", 32, path)
     extractor = build_feature_extractor("mobilenet_v2", backbone, 32)
     model = build_transfer_model(extractor, build_two_headed_top(extractor.output_shape[-1], "dense-dropout", 8))
-    unfrozen = set(_unfreeze_last(backbone, 3))
+    unfrozen = set(unfreeze_last(backbone, 3))
     assert len(unfrozen) == 3
     before = {layer.name: [w.copy() for w in layer.get_weights()] for layer in backbone.layers}
     compile_multitask(model, 1e-2, {"age": 0.1, "gender": 1.0})

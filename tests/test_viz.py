@@ -26,5 +26,8 @@ def test_kedro_viz_build_exports_every_pipeline(kedro_project: Path):
     assert {"ingestion", "split", "scratch_search", "scratch", "transfer", "evaluation",
             "evaluate_external", "predict", "__default__"} <= pipelines
     names = {n["name"] for n in main["nodes"]}
-    assert {"ingestion_report", "face_splits", "transfer_test_metrics"} <= {n.split(".")[-1] for n in names} | names
+    assert {"ingestion_report", "face_splits", "transfer_training_info"} <= {n.split(".")[-1] for n in names} | names
+    # the grid search shows its candidates by name, one namespaced pipeline each
+    search = json.loads((kedro_project / "build" / "api" / "pipelines" / "scratch_search").read_text())
+    assert {"scratch_search.cnn10", "scratch_search.cnn06"} <= set(search["modular_pipelines"])
     assert (kedro_project / "build" / "index.html").exists()

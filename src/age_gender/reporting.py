@@ -1,8 +1,8 @@
-"""Predictions, core metrics and plots shared by the training and evaluation pipelines."""
+"""Predictions and plots shared by the pipelines (metrics: ``age_gender.metrics``)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import matplotlib
@@ -21,19 +21,23 @@ STUDY_RESULTS = {
 
 def predict_faces(model, images: np.ndarray, batch_size: int = 256,
                   flip_average: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """Predicted age (years) and probability of 'female' for uint8 images.
+    """Predicted age (years, float64, N) and probability of 'female' (float64, N) for uint8
+    images (N x S x S x 3, S the model's input size; a memory map is read a batch at a time).
 
-    ``flip_average`` also predicts the mirror image and averages the two (test-time augmentation
-    with the flip the models trained on): one more forward pass for a steadier estimate.
+    Plain NumPy batches (no ``tf.data``), so it runs on any Keras backend; the models carry their
+    own preprocessing. ``flip_average`` also predicts the mirror image and averages the two
+    (test-time augmentation with the flip the models trained on).
     """
-    import tensorflow as tf
-
     def run(flip: bool):
-        dataset = tf.data.Dataset.from_tensor_slices(images).batch(batch_size).map(
-            lambda x: tf.cast(x[:, :, ::-1] if flip else x, tf.float32))
-        outputs = model.predict(dataset, verbose=0)
-        return (np.asarray(outputs["age"], dtype=np.float64).reshape(-1),
-                np.asarray(outputs["gender"], dtype=np.float64).reshape(-1))
+        ages, females = [], []
+        for start in range(0, len(images), batch_size):
+            batch = np.asarray(images[start:start + batch_size], dtype=np.float32)
+            outputs = model.predict_on_batch(batch[:, :, ::-1] if flip else batch)
+            ages.append(np.asarray(outputs["age"], dtype=np.float64).reshape(-1))
+            females.append(np.asarray(outputs["gender"], dtype=np.float64).reshape(-1))
+        if not ages:
+            return np.zeros(0), np.zeros(0)
+        return np.concatenate(ages), np.concatenate(females)
 
     age, female = run(False)
     if flip_average and len(images):
@@ -58,12 +62,28 @@ def prediction_table(rows: pd.DataFrame, age_pred: np.ndarray, female_prob: np.n
     return table.reset_index(drop=True)
 
 
-def headline_metrics(predictions: pd.DataFrame) -> dict[str, float]:
-    return {
-        "gender_accuracy": round(float((predictions["gender_pred"] == predictions["gender"]).mean()), 4),
-        "age_mae": round(float((predictions["age_pred"] - predictions["age"]).abs().mean()), 3),
-        "n_test": int(len(predictions)),
-    }
+def predict_table(model, rows: pd.DataFrame, images: np.ndarray, inference: Mapping[str, Any] | None,
+                  name: str | None = None) -> pd.DataFrame:
+    """``prediction_table`` of ``model`` on ``images`` (row i = ``rows`` row i), with the
+    ``inference`` parameters (flip averaging); a ``model`` column when ``name`` is given."""
+    table = prediction_table(rows, *predict_faces(model, images, flip_average=flip_average(inference)))
+    return table.assign(model=name) if name is not None else table
+
+
+def predict_models(models: Mapping[str, Any], faces: Callable[[int], tuple[pd.DataFrame, np.ndarray]],
+                   inference: Mapping[str, Any] | None) -> pd.DataFrame:
+    """Predictions of every trained model (``models``: name -> Keras model or None when not
+    trained yet) on ``faces(size)`` = (rows, uint8 images at the model's input size), stacked
+    with a ``model`` column. Raises ValueError when no model is trained."""
+    trained = {name: model for name, model in models.items() if model is not None}
+    if not trained:
+        raise ValueError(f"No trained model to evaluate (looked for {sorted(models)}): run "
+                         f"`kedro run --pipeline scratch` and/or `--pipeline transfer` first.")
+    tables = []
+    for name, model in trained.items():
+        rows, images = faces(int(model.input_shape[1]))
+        tables.append(predict_table(model, rows, images, inference, name))
+    return pd.concat(tables, ignore_index=True)
 
 
 def plot_learning_curves(history: dict[str, list[float]], title: str) -> plt.Figure:
@@ -81,6 +101,26 @@ def plot_learning_curves(history: dict[str, list[float]], title: str) -> plt.Fig
         axis.set_xlabel("epoch")
         axis.legend()
     figure.suptitle(title)
+    figure.tight_layout()
+    return figure
+
+
+def plot_val2_scatter(table: pd.DataFrame, label: str, title: str, chosen: str | None = None) -> plt.Figure:
+    """Candidates by val2 age MAE (x) and gender accuracy (y), annotated with column ``label``;
+    ``chosen`` (a ``label`` value) is ringed in red."""
+    figure, axis = plt.subplots(figsize=(7, 5))
+    axis.scatter(table["val2_age_mae"], table["val2_gender_accuracy"], s=40)
+    for row in table.itertuples():
+        axis.annotate(str(getattr(row, label)), (row.val2_age_mae, row.val2_gender_accuracy),
+                      fontsize=8, xytext=(3, 3), textcoords="offset points")
+    if chosen is not None:
+        best = table[table[label] == chosen]
+        axis.scatter(best["val2_age_mae"], best["val2_gender_accuracy"], s=160, facecolors="none",
+                     edgecolors="red", label=f"chosen: {chosen}")
+        axis.legend()
+    axis.set_xlabel("val2 age MAE (years, lower is better)")
+    axis.set_ylabel("val2 gender accuracy (higher is better)")
+    axis.set_title(title)
     figure.tight_layout()
     return figure
 

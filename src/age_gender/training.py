@@ -48,22 +48,33 @@ def cached_images(face_cache: Mapping[str, Any], size: int) -> np.ndarray:
     return value() if callable(value) else value
 
 
-def select_split(face_cache: Mapping[str, Any], face_splits: pd.DataFrame, size: int,
-                 splits: list[str] | tuple[str, ...]) -> FaceArrays:
-    """Rows of ``face_splits`` in ``splits`` with their images from the cache at ``size``."""
-    from age_gender.lineage import check_same_ingestion  # refuse splits of another ingestion
+def split_rows(face_splits: pd.DataFrame, splits: list[str] | tuple[str, ...]) -> pd.DataFrame:
+    """The rows of ``face_splits`` in ``splits``, in cache order (ascending ``cache_index``),
+    index reset. The one definition of "rows of split X": images, labels, cached features and
+    predictions of a split all follow this order.
 
-    check_same_ingestion(face_cache, face_splits)
-    rows = face_splits[face_splits["split"].isin(list(splits))].sort_values("cache_index")
+    Raises ValueError (naming the fix) when the selection is empty."""
+    rows = face_splits[face_splits["split"].isin(list(splits))].sort_values("cache_index", kind="stable")
     if rows.empty:
         raise ValueError(f"Split(s) {list(splits)} are empty; run `kedro run --pipeline split` first "
                          f"or check split parameters.")
+    return rows.reset_index(drop=True)
+
+
+def select_split(face_cache: Mapping[str, Any], face_splits: pd.DataFrame, size: int,
+                 splits: list[str] | tuple[str, ...]) -> FaceArrays:
+    """Rows of ``face_splits`` in ``splits`` (``split_rows``) with their images from the cache at
+    ``size`` (uint8, N x size x size x 3) and labels (float32: age in years, gender 1 = female)."""
+    from age_gender.lineage import check_same_ingestion  # refuse splits of another ingestion
+
+    check_same_ingestion(face_cache, face_splits)
+    rows = split_rows(face_splits, splits)
     images = cached_images(face_cache, size)
     index = rows["cache_index"].to_numpy()
     if index.max() >= len(images):
         raise ValueError("face_splits points past the image cache: rerun ingestion and split together.")
     return FaceArrays(np.ascontiguousarray(images[index]), rows["age"].to_numpy(np.float32),
-                      rows["gender"].to_numpy(np.float32), rows.reset_index(drop=True))
+                      rows["gender"].to_numpy(np.float32), rows)
 
 
 def augmentation(params: Mapping[str, Any] | None, seed: int):
@@ -307,6 +318,10 @@ def _make_callback_class():
     return ResumableEarlyStopping
 
 
+class NothingTrainedError(ValueError):
+    """A fit that would train no epoch: its model must never be saved over a trained one."""
+
+
 @dataclass
 class FitResult:
     model: Any
@@ -333,6 +348,9 @@ def resumable_fit(build: Callable[[], Any], compile_model: Callable[[Any], None]
     """
     import keras
 
+    if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 1:
+        raise NothingTrainedError(f"epochs must be an integer >= 1, got {epochs!r}: a fit of no epoch "
+                                  f"would save an untrained model over a trained one")
     directory = Path(checkpoint_dir)
     key = fingerprint(config)
     state = None
@@ -369,6 +387,9 @@ def resumable_fit(build: Callable[[], Any], compile_model: Callable[[Any], None]
                   callbacks=[keras.callbacks.TerminateOnNaN(), callback, *extra_callbacks],
                   verbose=2)
     seconds = callback.seconds
+    if not callback.history:
+        raise NothingTrainedError(f"The fit in {directory} trained no epoch, so there is no model to "
+                                  f"save; check the epochs and time budget settings.")
     if (directory / "best.weights.h5").exists():
         model.load_weights(directory / "best.weights.h5")
     state_now = json.loads(state_file.read_text()) if state_file.exists() else {}
@@ -390,3 +411,68 @@ def budget_seconds(minutes: Any) -> float | None:
 
 def run_scope(strategy):
     return strategy.scope() if strategy is not None else nullcontext()
+
+
+# --- one fit for every model ------------------------------------------------------------------
+
+CHECKPOINT_FREE_KEYS = ("time_budget_minutes",)  # settings that may change without restarting a fit
+
+
+def fit_identity(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The training settings that define a checkpoint: all but the time budget (a run stopped by
+    its budget continues when rerun with a larger one)."""
+    return {k: v for k, v in settings.items() if k not in CHECKPOINT_FREE_KEYS}
+
+
+def fit_model(build: Callable[[str | None], Any], train: FaceArrays, val: FaceArrays, *,
+              settings: Mapping[str, Any], device: Mapping[str, Any], checkpoint_dir: str | Path,
+              identity: Mapping[str, Any], cpu_bfloat16: bool = False) -> FitResult:
+    """Train any multi-task model on ``train``, early-stopping on ``val``: the one fit that the
+    scratch CNN, the search candidates and transfer fine-tuning share.
+
+    ``build(dtype_policy)`` returns an uncompiled Keras model with ``age``/``gender`` outputs
+    taking uint8-valued float32 images (N x S x S x 3). ``settings``: ``seed``, ``batch_size``
+    (per replica), ``epochs``, ``patience``, ``min_delta``, ``learning_rate``, ``lr_schedule``,
+    ``warmup_epochs`` (optional), ``loss_weights``, ``age_loss``, ``augmentation`` (optional),
+    ``time_budget_minutes`` (optional, None: no budget). ``identity`` names the model (its
+    architecture, backbone ...); with the settings (``fit_identity``), the data key of both
+    splits and the dtype policy it is the checkpoint's fingerprint: an interrupted fit of the
+    same fingerprint resumes, any other is discarded.
+
+    Raises NothingTrainedError when no epoch would be or was trained.
+    """
+    seed = int(settings["seed"])
+    set_seeds(seed)
+    strategy, dtype, _ = device_setup(device, cpu_bfloat16=cpu_bfloat16)
+    batch = int(settings["batch_size"]) * strategy.num_replicas_in_sync
+    train_ds = make_dataset(train, batch, shuffle=True, seed=seed,
+                            augment=augmentation(settings.get("augmentation"), seed))
+    val_ds = make_dataset(val, batch, shuffle=False, seed=seed)
+    epochs = settings["epochs"]
+
+    def compile_model(model):
+        per_epoch = -(-len(train) // batch)
+        rate = learning_rate_schedule(float(settings["learning_rate"]), settings.get("lr_schedule"),
+                                      int(epochs) * per_epoch,
+                                      round(float(settings.get("warmup_epochs", 0)) * per_epoch))
+        compile_multitask(model, rate, settings["loss_weights"], settings.get("age_loss", "huber"),
+                          device.get("jit_compile", False))
+
+    config = {"model": dict(identity), "training": fit_identity(settings),
+              "data": data_key(train.rows, val.rows), "dtype": dtype}
+    set_seeds(seed)
+    with run_scope(strategy):
+        return resumable_fit(lambda: build(dtype), compile_model, train_ds, val_ds,
+                             epochs=epochs, patience=int(settings["patience"]),
+                             min_delta=float(settings["min_delta"]), checkpoint_dir=checkpoint_dir,
+                             config=config, time_budget_s=budget_seconds(settings.get("time_budget_minutes")))
+
+
+def training_info(result: FitResult, **described: Any) -> dict[str, Any]:
+    """How a model trained (the ``{model}_training_info`` JSON): what ``described`` says (its name,
+    architecture ...) plus seconds, epochs run, best epoch (1-based), early stop, budget,
+    parameter count and the epoch a resumed fit continued from."""
+    return {**described, "train_seconds": round(result.train_seconds, 1), "epochs_run": result.epochs_run,
+            "best_epoch": result.best_epoch + 1, "stopped_early": result.stopped_early,
+            "out_of_time": result.out_of_time, "parameters": int(result.model.count_params()),
+            "resumed_from_epoch": result.resumed_from_epoch}

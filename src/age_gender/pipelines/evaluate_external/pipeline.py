@@ -3,19 +3,20 @@ under the ``external`` namespace: every output gets an ``external.`` name of its
 
 from kedro.pipeline import Pipeline, node
 
-from age_gender.pipelines.evaluation.nodes import all_rows
-from age_gender.pipelines.evaluation.pipeline import judging_nodes
+from age_gender.pipelines.evaluation.pipeline import MODELS, judging_nodes, model_inputs
 from age_gender.pipelines.ingestion import create_pipeline as ingestion_pipeline
 
-SHARED = ("scratch_model", "transfer_model", "scratch_test_metrics", "transfer_test_metrics")
+from .nodes import predict_all_faces
+
+SHARED = tuple(f"{name}_{suffix}" for name in MODELS for suffix in ("model", "training_info"))
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    inner = Pipeline([
-        ingestion_pipeline(),
-        node(all_rows, "face_manifest", "evaluation_rows", name="all_rows"),
-        *judging_nodes(),
-    ])
+    predict = node(predict_all_faces,
+                   {"face_cache": "face_cache", "face_manifest": "face_manifest", "inference": "params:inference",
+                    **model_inputs("model")},
+                   "evaluation_predictions", name="predict_all_faces")
+    inner = Pipeline([ingestion_pipeline(), predict, *judging_nodes()])
     return Pipeline(
         inner,
         namespace="external",

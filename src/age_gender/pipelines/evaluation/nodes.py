@@ -1,9 +1,7 @@
-"""Nodes of the ``evaluation`` pipeline (reused by ``evaluate_external``).
-
-Metric keys (stable, documented in the README): per model, ``gender`` {accuracy, precision,
-recall, roc_auc, confusion_matrix [[tn, fp], [fn, tp]] with female as positive}, ``age`` {mae,
-rmse, within_5, within_10}, ``age_mae_by_band``, ``gender_accuracy_by_gender``, ``by_race``
-{race: {n, gender_accuracy, age_mae}}, plus ``n``.
+"""Nodes of the ``evaluation`` pipeline (the judging nodes are reused by ``evaluate_external``):
+the only place where a model meets the test split. Every model is registered by name
+(``pipeline.MODELS``) and arrives as a keyword argument; metrics come from
+``age_gender.metrics.model_metrics`` (keys documented there and in the README).
 """
 
 from __future__ import annotations
@@ -11,103 +9,47 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from sklearn.metrics import confusion_matrix, precision_score, recall_score, roc_auc_score  # noqa: E402
-
-from age_gender.faces import GENDERS, RACES  # noqa: E402
-from age_gender.reporting import STUDY_RESULTS, flip_average, predict_faces, prediction_table  # noqa: E402
-from age_gender.training import cached_images  # noqa: E402
-
-AGE_BANDS = [0, 10, 20, 30, 40, 50, 60, 70, 80, 120]
+from age_gender.faces import GENDERS
+from age_gender.metrics import headline, model_metrics
+from age_gender.reporting import STUDY_RESULTS, predict_models
+from age_gender.training import cached_images, select_split
 
 
-def test_rows(face_splits: pd.DataFrame) -> pd.DataFrame:
-    """The held-out test split: the rows every model is judged on."""
-    rows = face_splits[face_splits["split"] == "test"].sort_values("cache_index").reset_index(drop=True)
-    if rows.empty:
-        raise ValueError("The test split is empty: check split.test_size and rerun the split pipeline.")
-    return rows
+def predict_test_split(face_cache, face_splits: pd.DataFrame, inference: Mapping[str, Any] | None,
+                       **models) -> pd.DataFrame:
+    """Every trained model's predictions on the held-out test split (each at its input size)."""
+    def faces(size: int):
+        test = select_split(face_cache, face_splits, size, ["test"])
+        return test.rows, test.images
 
-
-def all_rows(face_manifest: pd.DataFrame) -> pd.DataFrame:
-    """Every kept image of an external dataset (nothing of it was trained on)."""
-    if face_manifest.empty:
-        raise ValueError("The external dataset has no usable image: see its ingestion report.")
-    return face_manifest.assign(cache_index=np.arange(len(face_manifest)))[
-        ["file_name", "cache_index", "age", "gender", "race"]]
-
-
-def predict_models(face_cache, rows: pd.DataFrame, scratch_model, transfer_model,
-                   inference: Mapping[str, Any] | None = None) -> pd.DataFrame:
-    """Predictions of every trained model on ``rows`` (models not trained yet are skipped)."""
-    models = {"scratch": scratch_model, "transfer": transfer_model}
-    models = {name: model for name, model in models.items() if model is not None}
-    if not models:
-        raise ValueError("No trained model to evaluate: run `kedro run --pipeline scratch` and/or "
-                         "`--pipeline transfer` first.")
-    tables = []
-    for name, model in models.items():
-        size = int(model.input_shape[1])
-        images = cached_images(face_cache, size)[rows["cache_index"].to_numpy()]
-        table = prediction_table(rows, *predict_faces(model, images, flip_average=flip_average(inference)))
-        tables.append(table.assign(model=name))
-    return pd.concat(tables, ignore_index=True)
-
-
-def _group_metrics(part: pd.DataFrame) -> dict[str, Any]:
-    return {"n": int(len(part)),
-            "gender_accuracy": round(float((part["gender_pred"] == part["gender"]).mean()), 4),
-            "age_mae": round(float((part["age_pred"] - part["age"]).abs().mean()), 3)}
-
-
-def model_metrics(part: pd.DataFrame) -> dict[str, Any]:
-    """Every metric of one model's predictions (see the module docstring for the keys)."""
-    truth, predicted, prob = part["gender"].to_numpy(), part["gender_pred"].to_numpy(), part["female_prob"].to_numpy()
-    error = (part["age_pred"] - part["age"]).to_numpy()
-    bands = pd.cut(part["age"], AGE_BANDS, right=False)
-    both_classes = len(np.unique(truth)) == 2
-    return {
-        "n": int(len(part)),
-        "gender": {
-            "accuracy": round(float((truth == predicted).mean()), 4),
-            "precision": round(float(precision_score(truth, predicted, zero_division=0)), 4),
-            "recall": round(float(recall_score(truth, predicted, zero_division=0)), 4),
-            "roc_auc": round(float(roc_auc_score(truth, prob)), 4) if both_classes else None,
-            "confusion_matrix": confusion_matrix(truth, predicted, labels=[0, 1]).tolist(),
-        },
-        "age": {
-            "mae": round(float(np.abs(error).mean()), 3),
-            "rmse": round(float(np.sqrt((error ** 2).mean())), 3),
-            "within_5": round(float((np.abs(error) <= 5).mean()), 4),
-            "within_10": round(float((np.abs(error) <= 10).mean()), 4),
-        },
-        "age_mae_by_band": {str(band): _group_metrics(group)["age_mae"]
-                            for band, group in part.groupby(bands, observed=True)},
-        "gender_accuracy_by_gender": {GENDERS[int(g)]: _group_metrics(group)["gender_accuracy"]
-                                      for g, group in part.groupby("gender")},
-        "by_race": {RACES[int(r)]: _group_metrics(group) for r, group in part.groupby("race")},
-    }
+    return predict_models(models, faces, inference)
 
 
 def compute_metrics(predictions: pd.DataFrame) -> dict[str, Any]:
-    return {name: model_metrics(part) for name, part in predictions.groupby("model")}
+    """``model_metrics`` per model: {model name: metrics}."""
+    return {name: model_metrics(part) for name, part in predictions.groupby("model", sort=False)}
 
 
-def comparison(metrics: Mapping[str, Any], scratch_info, transfer_info) -> tuple[dict[str, Any], str, plt.Figure]:
+def headlines(metrics: Mapping[str, Any], **training_info: Mapping[str, Any] | None) -> dict[str, dict[str, Any]]:
+    """Per evaluated model: gender accuracy, age MAE, n (``metrics.headline``) with how it trained
+    (``{model}_training_info``), saved as ``test_metrics/{model}.json``."""
+    return {name: {"model": name, **headline(values), **{k: v for k, v in (training_info.get(name) or {}).items()
+                                                          if k != "model"}}
+            for name, values in metrics.items()}
+
+
+def comparison(test_metrics: Mapping[str, Any]) -> tuple[dict[str, Any], str, plt.Figure]:
     """All models side by side with the study's published numbers (JSON, Markdown, plot)."""
-    info = {"scratch": scratch_info or {}, "transfer": transfer_info or {}}
     rows = []
-    for name, values in metrics.items():
-        rows.append({"model": name, "gender_accuracy": values["gender"]["accuracy"],
-                     "age_mae": values["age"]["mae"], "n": values["n"],
-                     "train_seconds": info.get(name, {}).get("train_seconds"),
-                     "pretrained": info.get(name, {}).get("pretrained"),
-                     "source": f"this project, {name}" + (f" ({info[name]['backbone']})" if info.get(name, {}).get("backbone") else "")})
+    for name, values in test_metrics.items():
+        value = values() if callable(values) else values
+        rows.append({"model": name, "gender_accuracy": value["gender_accuracy"], "age_mae": value["age_mae"],
+                     "n": value["n"], "train_seconds": value.get("train_seconds"), "pretrained": value.get("pretrained"),
+                     "source": f"this project, {name}" + (f" ({value['backbone']})" if value.get("backbone") else "")})
     for name, values in STUDY_RESULTS.items():
         rows.append({"model": name, "gender_accuracy": values["gender_accuracy"], "age_mae": values["age_mae"],
                      "n": 499, "train_seconds": None, "pretrained": None, "source": values["source"]})
@@ -147,7 +89,7 @@ def plot_error_by_band(metrics: Mapping[str, Any]) -> plt.Figure:
     for name, values in metrics.items():
         bands = values["age_mae_by_band"]
         axes[0].plot(list(bands), list(bands.values()), marker="o", label=name)
-        races = values["by_race"]
+        races = values.get("by_race", {})
         axes[1].plot(list(races), [r["gender_accuracy"] for r in races.values()], marker="o", label=name)
     axes[0].set_title("age MAE by true age band")
     axes[0].tick_params(axis="x", rotation=45)
@@ -177,7 +119,7 @@ def plot_confusion(metrics: Mapping[str, Any]) -> plt.Figure:
 def plot_gallery(predictions: pd.DataFrame, face_cache, per_kind: int = 6) -> plt.Figure:
     """The study's Figures 10-11: good and bad predictions with true and predicted labels."""
     models = sorted(predictions["model"].unique())
-    images = cached_images(face_cache, max(int(k.removesuffix("px")) for k in face_cache))
+    images = cached_images(face_cache, max(int(k.removesuffix("px")) for k in face_cache if k.endswith("px")))
     figure, axes = plt.subplots(2 * len(models), per_kind, figsize=(2 * per_kind, 4.6 * len(models)), squeeze=False)
     for m, name in enumerate(models):
         part = predictions[predictions["model"] == name].copy()

@@ -29,13 +29,13 @@ def _photo(data: bytes, max_pixels: int) -> np.ndarray | str:
     return np.asarray(image)
 
 
-def predict_photos(photos: FaceSource, scratch_model, transfer_model, params: Mapping[str, Any],
-                   inference: Mapping[str, Any] | None = None):
-    """Predictions table, one annotated JPEG per photo, and a report of photos without faces."""
-    models = {"scratch": scratch_model, "transfer": transfer_model}
-    model = models.get(params["model"])
+def predict_photos(photos: FaceSource, params: Mapping[str, Any], inference: Mapping[str, Any] | None,
+                   **models):
+    """Predictions table, one annotated JPEG per photo, and a report of photos without faces.
+    ``models``: every registered model by name (None when not trained); ``params['model']`` picks one."""
     if params["model"] not in models:
-        raise ValueError(f"predict.model must be 'scratch' or 'transfer', got {params['model']!r}")
+        raise ValueError(f"predict.model must be one of {sorted(models)}, got {params['model']!r}")
+    model = models[params["model"]]
     if model is None:
         raise ValueError(f"No trained {params['model']} model: run `kedro run --pipeline {params['model']}` first.")
     size = int(model.input_shape[1])

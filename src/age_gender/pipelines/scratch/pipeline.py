@@ -8,9 +8,8 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             node(train_scratch_model,
                  ["face_cache", "face_splits", "scratch_search_winner", "scratch_checkpoints", "params:scratch",
-                  "params:scratch_training", "params:device", "params:inference"],
-                 ["scratch_model", "scratch_history", "scratch_test_metrics",
-                  "scratch_test_predictions", "scratch_learning_curves"],
+                  "params:scratch_training", "params:device"],
+                 ["scratch_model", "scratch_history", "scratch_training_info", "scratch_learning_curves"],
                  name="train_scratch_model"),
         ]
     )

@@ -1,0 +1,46 @@
+"""The CNN-from-scratch family on the shared fit: what the ``scratch`` and ``scratch_search``
+pipelines train (each candidate of the search and the final model alike)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from age_gender.models import build_multitask_cnn
+from age_gender.training import FaceArrays, FitResult, fit_model, select_split
+
+ARCHITECTURE_KEYS = ("conv_pairs", "dense_layers", "dense_units", "split_point")
+BUILDER_KEYS = ("width_multiplier", "batch_norm", "l2", "dropout", "cross_stitch", "pooling")
+
+
+def architecture_of(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The four architecture integers of a candidate or ``scratch.architecture`` plus any builder
+    option it sets (``cross_stitch``, ``width_multiplier`` ...). Raises ValueError naming what lacks."""
+    missing = [k for k in ARCHITECTURE_KEYS if k not in settings]
+    if missing:
+        raise ValueError(f"architecture {dict(settings)} lacks {missing}")
+    return {k: v for k, v in settings.items() if k in ARCHITECTURE_KEYS or k in BUILDER_KEYS}
+
+
+def fit_cnn(face_cache: Mapping[str, Any], face_splits: pd.DataFrame, architecture: Mapping[str, Any],
+            settings: Mapping[str, Any], device: Mapping[str, Any], train_splits: list[str],
+            val_splits: list[str], checkpoint_dir: str | Path) -> FitResult:
+    """Train one CNN of the study's family (``models.build_multitask_cnn``) on ``train_splits`` at
+    ``settings['input_size']`` px, early-stopping on ``val_splits``; builder options come from
+    ``settings`` unless ``architecture`` sets them. Resumable (``training.fit_model``)."""
+    arch = architecture_of(architecture)
+    size = int(settings["input_size"])
+    train: FaceArrays = select_split(face_cache, face_splits, size, train_splits)
+    val = select_split(face_cache, face_splits, size, val_splits)
+    options = {**{k: settings[k] for k in BUILDER_KEYS if k in settings}, **arch}
+
+    def build(dtype):
+        return build_multitask_cnn(input_size=size, age_mean=float(train.age.mean()),
+                                   age_std=float(train.age.std()), dtype=dtype, **options)
+
+    identity = {"architecture": options, "train": list(train_splits), "val": list(val_splits)}
+    return fit_model(build, train, val, settings=settings, device=device, checkpoint_dir=checkpoint_dir,
+                     identity=identity, cpu_bfloat16=True)
