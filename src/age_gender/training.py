@@ -322,6 +322,13 @@ class NothingTrainedError(ValueError):
     """A fit that would train no epoch: its model must never be saved over a trained one."""
 
 
+def check_epochs(epochs: Any, name: str = "epochs") -> None:
+    """Raise NothingTrainedError unless ``epochs`` is an integer >= 1 (call it before any work)."""
+    if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 1:
+        raise NothingTrainedError(f"{name} must be an integer >= 1, got {epochs!r}: a fit of no epoch "
+                                  f"would save an untrained model over a trained one")
+
+
 @dataclass
 class FitResult:
     model: Any
@@ -348,9 +355,7 @@ def resumable_fit(build: Callable[[], Any], compile_model: Callable[[Any], None]
     """
     import keras
 
-    if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 1:
-        raise NothingTrainedError(f"epochs must be an integer >= 1, got {epochs!r}: a fit of no epoch "
-                                  f"would save an untrained model over a trained one")
+    check_epochs(epochs)
     directory = Path(checkpoint_dir)
     key = fingerprint(config)
     state = None
@@ -441,6 +446,7 @@ def fit_model(build: Callable[[str | None], Any], train: FaceArrays, val: FaceAr
 
     Raises NothingTrainedError when no epoch would be or was trained.
     """
+    check_epochs(settings["epochs"])
     seed = int(settings["seed"])
     set_seeds(seed)
     strategy, dtype, _ = device_setup(device, cpu_bfloat16=cpu_bfloat16)

@@ -31,7 +31,7 @@ from age_gender.models.heads import build_feature_extractor
 from age_gender.reporting import prediction_table
 from age_gender.training import (
     FaceArrays,
-    NothingTrainedError,
+    check_epochs,
     compile_multitask,
     data_key,
     dtype_policy,
@@ -147,8 +147,7 @@ def fit_head(x_train: np.ndarray, train: FaceArrays, x_val: np.ndarray, val: Fac
     """Train a two-headed top on features, early-stopping on ``val`` (best weights restored).
 
     Returns (top, history {metric: [float per epoch]}); raises NothingTrainedError for epochs < 1."""
-    if isinstance(epochs, bool) or int(epochs) < 1:
-        raise NothingTrainedError(f"transfer.head.epochs must be >= 1, got {epochs!r}")
+    check_epochs(epochs, "transfer.head.epochs")
     set_seeds(seed)
     top = build_two_headed_top(x_train.shape[1], structure, int(units), float(dropout),
                                age_mean=float(train.age.mean()), age_std=float(train.age.std()))

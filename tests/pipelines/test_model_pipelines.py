@@ -79,6 +79,14 @@ def test_scratch_model_file_and_training_info(project):
     assert not list((project / "data").rglob("*_test_predictions*"))
 
 
+def test_a_run_of_zero_epochs_never_replaces_a_trained_model(project):
+    model = project / "data" / "06_models" / "scratch.keras"
+    before = model.read_bytes()
+    with pytest.raises(Exception, match="epochs"):
+        run_kedro(project, "scratch", {**TINY, "scratch_training": {**TINY["scratch_training"], "epochs": 0}})
+    assert model.read_bytes() == before
+
+
 def test_transfer_model_is_marked_pretrained_with_local_weights(project):
     info = _json(project, "transfer_training_info.json")
     assert info["backbone"] == "mobilenet_v2" and info["pretrained"] is True and info["train_seconds"] > 0

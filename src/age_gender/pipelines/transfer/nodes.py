@@ -17,7 +17,7 @@ import pandas as pd
 
 from age_gender import transfer
 from age_gender.reporting import plot_learning_curves, plot_val2_scatter
-from age_gender.training import fit_model, select_split, training_info
+from age_gender.training import check_epochs, fit_model, select_split, training_info
 
 
 def extract_features(face_cache: Mapping[str, Any], face_splits: pd.DataFrame,
@@ -91,6 +91,7 @@ def train_transfer_model(face_cache, face_splits: pd.DataFrame, features, proven
 
     Returns the model, its history {head, fine_tune}, its training info and learning curves."""
     name, fine = params["backbone"], params["fine_tune"]
+    check_epochs(fine["epochs"], "transfer.fine_tune.epochs")  # before stage 1's work
     head = {**transfer.head_settings(params), **{k: best_head[k] for k in ("structure", "units", "learning_rate")}}
     started = time.perf_counter()
     x, train_labels = transfer.features_for(features, provenance, face_splits, name, ["train", "val1"])
