@@ -198,7 +198,7 @@ def test_imagenet_weights_without_network_fail_with_one_clear_line(paper_project
 def test_airflow_dag_for_the_paper_search_has_one_task_per_candidate(env_project, weights_dir):
     params = _resolve(env_project, "paper")
     candidates = list(params["scratch_search"]["grid"])
-    done = _kedro(env_project, "airflow", "create", "--pipeline", "scratch_search", "--env", "paper",
+    done = _kedro(env_project, "airflow", "create", "--pipelines", "scratch_search", "--env", "paper",
                   env={"UTKFACE_WEIGHTS_DIR": str(weights_dir)})
     assert done.returncode == 0, done.stderr[-3000:]
     dags = list((env_project / "airflow_dags").glob("*.py"))
