@@ -60,7 +60,10 @@ def test_environment_resolves_and_validates_for_every_pipeline(env_project, env,
     read: set[str] = set()
     for name, pipeline in pipelines.items():
         groups = groups_read_by(pipeline)
-        validate_parameters(params, groups)
+        try:
+            validate_parameters(params, groups)
+        except ParameterError as error:
+            pytest.fail(f"--env {env} --pipeline {name}: {error}")
         read |= set(groups)
     assert read == set(GROUPS), f"groups no pipeline reads: {set(GROUPS) - read}"
     validate_parameters(params)  # and nothing unknown at the top level
