@@ -141,10 +141,12 @@ class FaceCheck(_Group):
 
 
 class Ingestion(_Group):
-    """``ingestion``: cache sizes (px), decompression-bomb cap (pixels), workers, exclusions."""
+    """``ingestion``: cache sizes (px), decompression-bomb cap (pixels), smallest accepted image
+    side (px), workers, exclusions."""
 
     image_sizes: Annotated[list[ImageSize], Field(min_length=1)]
     max_pixels: Count
+    min_side: Count
     workers: Count | None
     exclude_files: list[str]
     conflicting_duplicates: Literal["keep_first", "drop"]
