@@ -20,20 +20,6 @@ REPO = Path(__file__).resolve().parents[1]
 ENVS = sorted(p.name for p in (REPO / "conf").iterdir() if p.is_dir() and p.name != "base")
 
 
-def _old_search_pipeline() -> bool:
-    """True while scratch_search is the fixed-slot pipeline that predates the grid as a mapping
-    (the renovation replaces it with one namespaced pipeline per candidate)."""
-    from age_gender.pipelines.scratch_search import pipeline
-
-    return hasattr(pipeline, "SLOTS")
-
-
-needs_candidate_pipeline = pytest.mark.xfail(
-    _old_search_pipeline(), strict=True,
-    reason="scratch_search is still the fixed-slot pipeline, which cannot read the mapping grid; "
-           "passes once the per-candidate pipeline (renovation) is merged")
-
-
 def _resolve(project: Path, env: str | None):
     from kedro.framework.session import KedroSession
     from kedro.framework.startup import bootstrap_project
@@ -133,7 +119,7 @@ def test_paper_transfer_runs_on_cpu(paper_project):
     run_kedro(paper_project, "transfer", SHRINK, env="paper")
     model = paper_project / "data" / "06_models" / "transfer.keras"
     assert model.stat().st_size > 1_000_000
-    metrics = yaml.safe_load((paper_project / "data" / "08_reporting" / "transfer_test_metrics.json").read_text())
+    metrics = yaml.safe_load((paper_project / "data" / "08_reporting" / "transfer_training_info.json").read_text())
     assert metrics["pretrained"] is True and metrics["unfrozen_layers"] == 2  # the paper's fine-tuning
     best = yaml.safe_load((paper_project / "data" / "08_reporting" / "transfer_best_head.json").read_text())
     assert best["structure"] == "dense-dropout"
@@ -146,7 +132,6 @@ def test_paper_scratch_runs_on_cpu(paper_project):
 
 
 @pytest.mark.pipeline
-@needs_candidate_pipeline
 def test_paper_scratch_search_runs_on_cpu(paper_project):
     run_kedro(paper_project, "scratch_search", SHRINK, env="paper")
     results = (paper_project / "data" / "08_reporting" / "scratch_search_results.csv").read_text()
@@ -187,7 +172,8 @@ def test_imagenet_weights_without_network_fail_with_one_clear_line(paper_project
                        "HTTP_PROXY": "http://127.0.0.1:9", "NO_PROXY": "", "no_proxy": "", "COLUMNS": "2000"})
     assert done.returncode != 0
     last = (done.stdout + done.stderr).strip().splitlines()[-1]
-    assert last.startswith("WeightsUnavailable: Could not fetch ImageNet weights for 'vgg16'"), last
+    assert last.startswith("ERROR in node extract_features: WeightsUnavailable: Could not fetch ImageNet "
+                           "weights for 'vgg16'"), last
     assert last.endswith("Without internet, point transfer.backbone_weights.vgg16 at a local file or set "
                          "transfer.allow_random_init: true."), last
     assert not (paper_project / "data" / "04_feature" / "transfer_features" / "vgg16__train.npy").exists()
@@ -197,7 +183,6 @@ def test_imagenet_weights_without_network_fail_with_one_clear_line(paper_project
 
 
 @pytest.mark.pipeline
-@needs_candidate_pipeline
 def test_airflow_dag_for_the_paper_search_has_one_task_per_candidate(env_project, weights_dir):
     params = _resolve(env_project, "paper")
     candidates = list(params["scratch_search"]["grid"])

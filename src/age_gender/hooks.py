@@ -171,18 +171,24 @@ def check_splits_and_lineage(pipeline: Any, catalog: Any) -> None:
 def last_line(error: BaseException, node: str | None = None) -> str:
     """The one line a failed run ends with: ``ERROR: <cause>. Fix: <fix>.``
 
-    The cause and fix come from the first :class:`ActionableError` in the exception chain;
-    otherwise the innermost exception's type and first message line, with where to look.
+    The cause and fix come from the first :class:`ActionableError` in the exception chain; else
+    the message of the first of this project's own exceptions (they name their fix, e.g.
+    ``WeightsUnavailable``); else the innermost exception's type and first message line.
     """
-    seen, current, innermost = set(), error, error
+    where = f" in node {node}" if node else ""
+    seen, current, innermost, own = set(), error, error, None
     while current is not None and id(current) not in seen:
         seen.add(id(current))
         if isinstance(current, ActionableError):
             return f"ERROR: {current.cause}. Fix: {current.fix}."
+        if own is None and type(current).__module__.startswith("age_gender."):
+            own = current
         innermost = current
         current = current.__cause__ or current.__context__
+    if own is not None:
+        message = " ".join(str(own).split())
+        return f"ERROR{where}: {type(own).__name__}: {message}"
     message = (str(innermost).strip().splitlines() or [""])[0]
-    where = f" in node {node}" if node else ""
     return (f"ERROR{where}: {type(innermost).__name__}: {message.rstrip('.')}. Fix: see the message "
             "above (the traceback is for a bug report); correct the input or setting it names and rerun.")
 
