@@ -26,14 +26,19 @@ def predict_faces(model, images: np.ndarray, batch_size: int = 256,
     ``flip_average`` also predicts the mirror image and averages the two (test-time augmentation
     with the flip the models trained on): one more forward pass for a steadier estimate.
     """
-    import tensorflow as tf
+    chunk = max(int(batch_size), 4096 // int(batch_size) * int(batch_size))  # bounded memory
 
-    def run(flip: bool):
-        dataset = tf.data.Dataset.from_tensor_slices(images).batch(batch_size).map(
-            lambda x: tf.cast(x[:, :, ::-1] if flip else x, tf.float32))
-        outputs = model.predict(dataset, verbose=0)
-        return (np.asarray(outputs["age"], dtype=np.float64).reshape(-1),
-                np.asarray(outputs["gender"], dtype=np.float64).reshape(-1))
+    def run(flip: bool):  # uint8 batches on any Keras backend: the model casts them
+        ages, females = [], []
+        for start in range(0, len(images), chunk):
+            part = images[start:start + chunk]
+            outputs = model.predict(np.ascontiguousarray(part[:, :, ::-1] if flip else part),
+                                    batch_size=batch_size, verbose=0)
+            ages.append(np.asarray(outputs["age"], dtype=np.float64).reshape(-1))
+            females.append(np.asarray(outputs["gender"], dtype=np.float64).reshape(-1))
+        if not ages:
+            return np.zeros(0), np.zeros(0)
+        return np.concatenate(ages), np.concatenate(females)
 
     age, female = run(False)
     if flip_average and len(images):
