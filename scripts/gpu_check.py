@@ -43,7 +43,7 @@ MODES = {
             "split": {"test_size": 300, "subset_size": 2500}, "scratch_epochs": 3, "scratch_batch": 32,
             "backbones": ["mobilenet_v2", "xception"]},
     "cpu": {"size": 64, "width": 0.125, "small_batch": 8, "large_batches": [16],
-            "ft_batches": [8], "ft_policy": "float32", "ft_size": 32, "timed_seconds": 1.0,
+            "ft_batches": [8], "ft_policy": "float32", "ft_size": 64, "timed_seconds": 1.0,
             "split": {"test_size": 40, "subset_size": "all"}, "scratch_epochs": 1, "scratch_batch": 32,
             "backbones": ["mobilenet_v2"]},
 }
@@ -201,6 +201,7 @@ def child(args) -> int:
         started = time.perf_counter()
         model = _build(args.kind, args.size, args.width, policy, 42, float(data.age.mean()), float(data.age.std()))
         compile_multitask(model, 1e-4, {"age": 1.0, "gender": 100.0}, "mse", jit_compile=True)
+        result["jit_compile"] = bool(model.jit_compile)  # Keras drops it if any layer cannot be compiled
         if args.steps_per_execution > 1:
             model.steps_per_execution = args.steps_per_execution  # Keras reads it when it builds the step
         result["parameters"] = int(model.count_params())
@@ -378,7 +379,11 @@ def main(argv: list[str] | None = None) -> int:
               f"(or pass --archive / GPU_CHECK_ARCHIVE)", file=sys.stderr)
         return 2
     mode_name = "cpu" if args.cpu else "gpu"
-    mode = MODES[mode_name]
+    mode = dict(MODES[mode_name])
+    if os.environ.get("GPU_CHECK_LARGE"):  # e.g. "1024": the large batches to try, largest first
+        mode["large_batches"] = [int(b) for b in os.environ["GPU_CHECK_LARGE"].split(",")]
+    if os.environ.get("GPU_CHECK_TIMED"):  # seconds of each timed fit
+        mode["timed_seconds"] = float(os.environ["GPU_CHECK_TIMED"])
     out = Path(args.out)
     report = Report(out, {"mode": mode_name, "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                           "limit_s": args.limit, "archive": archive.name, "gpu_name": None, "stages": {},
@@ -430,13 +435,6 @@ def main(argv: list[str] | None = None) -> int:
             report.payload["largest_batch_bf16"] = largest
             report.save()
             runner.throughput(f"cnn10_float32_b{small}", "cnn10", small, "float32", size, width, timeout=150)
-            for batch in [b for b in mode["large_batches"] if largest and b <= largest]:
-                result = runner.throughput(f"cnn10_float32_b{batch}", "cnn10", batch, "float32", size, width,
-                                           timeout=150, need=30)
-                if "images_per_s" in result or not result.get("oom"):
-                    report.payload["largest_batch_float32"] = batch if "images_per_s" in result else None
-                    report.save()
-                    break
         if want("kedro_scratch"):
             epochs = mode["scratch_epochs"]
             # Every parameter the run depends on is given here, whatever conf/paper holds.
@@ -457,6 +455,14 @@ def main(argv: list[str] | None = None) -> int:
             if batch == small and want("cnn10") and not args.cpu:  # fewer, larger dispatches at batch 32
                 runner.throughput(f"cnn10_bf16_b{small}_spe16", "cnn10", small, "mixed_bfloat16", size, width,
                                   spe=16, timeout=120, need=30)
+        if want("cnn10") and report.payload.get("largest_batch_bf16"):
+            for batch in [b for b in mode["large_batches"] if b <= report.payload["largest_batch_bf16"]]:
+                result = runner.throughput(f"cnn10_float32_b{batch}", "cnn10", batch, "float32", size, width,
+                                           timeout=150, need=30)
+                if "images_per_s" in result or not result.get("oom"):
+                    report.payload["largest_batch_float32"] = batch if "images_per_s" in result else None
+                    report.save()
+                    break
     finally:
         report.payload["finished"] = True
         report.payload["elapsed_s"] = round(args.limit - runner.left(), 1)
