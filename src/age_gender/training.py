@@ -160,6 +160,18 @@ def _array_batches_class():
     return ArrayBatches
 
 
+def augmentation_in_model() -> bool:
+    """Where the augmentation layers belong on the current backend.
+
+    True (JAX, PyTorch): at the start of the model (``build_multitask_cnn(augmentation=...)``,
+    ``build_transfer_model(..., augmentation)``), compiled into the train step and run on the GPU;
+    give ``make_dataset`` no ``augment``. False (TensorFlow): in ``make_dataset``'s ``tf.data`` map,
+    in parallel on the CPU; TensorFlow's affine transforms are not XLA-compilable, so inside the
+    model they would make Keras drop ``jit_compile`` for the whole model.
+    """
+    return keras_backend() != "tensorflow"
+
+
 def make_dataset(data: FaceArrays, batch_size: int, *, shuffle: bool, seed: int,
                  augment=None, cache_in_memory: bool = True, pipeline: str = "auto",
                  steps: int | None = None, workers: int = 1):
