@@ -40,10 +40,12 @@ DEFAULT_SAMPLE = REPO / ".gpu_sample" / "UTKFace_3000.tar.gz"
 MODES = {
     "gpu": {"size": 128, "width": 1.0, "small_batch": 32, "large_batches": [2048, 1024, 512, 256],
             "ft_batches": [32, 256], "ft_policy": "mixed_bfloat16", "ft_size": 128, "timed_seconds": 8.0,
+            "calibration_images": 1024,
             "split": {"test_size": 300, "subset_size": 2500}, "scratch_epochs": 3, "scratch_batch": 32,
             "backbones": ["mobilenet_v2", "xception"], "float32": True},
     "cpu": {"size": 64, "width": 0.125, "small_batch": 8, "large_batches": [16],
             "ft_batches": [8], "ft_policy": "float32", "ft_size": 64, "timed_seconds": 1.0,
+            "calibration_images": 32,
             "split": {"test_size": 40, "subset_size": "all"}, "scratch_epochs": 1, "scratch_batch": 32,
             "backbones": ["mobilenet_v2"], "float32": False},  # CI: one compile per code path
 }
@@ -215,7 +217,7 @@ def child(args) -> int:
 
         model.fit(batches(2 * spe), epochs=1, verbose=0)  # compiles the train step
         result["build_compile_seconds"] = round(time.perf_counter() - started, 1)
-        calibrate = batches(max(3, -(-1024 // args.batch)))
+        calibrate = batches(max(3, -(-args.calibration_images // args.batch)))
         t0 = time.perf_counter()
         history = model.fit(calibrate, epochs=1, verbose=0)
         float(history.history["loss"][-1])
@@ -306,7 +308,7 @@ class Runner:
         command = [sys.executable, str(Path(__file__).resolve()), "--child", kind, "--batch", str(batch),
                    "--policy", policy, "--size", str(size), "--width", str(width), "--project",
                    str(self.args.project), "--seconds", str(self.mode["timed_seconds"]),
-                   "--steps-per-execution", str(spe)]
+                   "--steps-per-execution", str(spe), "--calibration-images", str(self.mode["calibration_images"])]
         code, output = self.call(name, command, timeout, need)
         for line in reversed(output.splitlines()):
             if line.startswith("RESULT "):
@@ -369,6 +371,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=8.0, help=argparse.SUPPRESS)
     parser.add_argument("--steps-per-execution", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--workers", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument("--calibration-images", type=int, default=1024, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         return child(args)
