@@ -195,6 +195,41 @@ def bench_input_vs_model(quick: bool) -> dict:
             "input_pipeline_vs_model_ratio": round(pipeline_rate / cached_train, 1)}
 
 
+def bench_input_pipelines(quick: bool) -> dict:
+    """On the TensorFlow backend: which input path trains the base CNN faster, ``tf.data`` with
+    the augmentation in its parallel map (today's default on TensorFlow), or the backend-free
+    arrays path (``keras.utils.PyDataset`` of uint8 batches) with the augmentation inside the
+    model (the JAX/GPU path)? One warm-up epoch each, then one timed epoch of ``model.fit``."""
+    import keras
+    import pandas as pd
+
+    from age_gender.training import FaceArrays, augmentation, make_dataset
+
+    n = 1000 if quick else 3000
+    size, width, batch = BASE["input_size"], BASE["width_multiplier"], BASE["batch_size"]
+    images, ages, genders, _ = _sample(n, size)
+    data = FaceArrays(images, ages, genders, pd.DataFrame({"cache_index": range(n)}))
+    rates = {}
+    for name in ("tf.data", "arrays"):
+        keras.utils.set_random_seed(0)
+        in_model = name == "arrays"
+        from age_gender.models import build_multitask_cnn
+        from age_gender.training import compile_multitask
+
+        model = build_multitask_cnn(input_size=size, width_multiplier=width, age_mean=float(ages.mean()),
+                                    augmentation=augmentation(AUGMENT, 0) if in_model else None, **CNN10)
+        compile_multitask(model, 1e-3, {"age": 0.1, "gender": 1.0})
+        dataset = make_dataset(data, batch, shuffle=True, seed=0, pipeline=name,
+                               augment=None if in_model else augmentation(AUGMENT, 0))
+        model.fit(dataset, epochs=1, verbose=0)
+        started = time.perf_counter()
+        model.fit(dataset, epochs=1, verbose=0)
+        rates[name] = n / (time.perf_counter() - started)
+    return {"images": n, "tfdata_augment_in_map_fit_images_per_s": round(rates["tf.data"], 1),
+            "arrays_augment_in_model_fit_images_per_s": round(rates["arrays"], 1),
+            "tfdata_over_arrays": round(rates["tf.data"] / rates["arrays"], 2)}
+
+
 def bench_mixed_precision(quick: bool) -> dict:
     """Scratch CNN 10 at the base size: float32 against mixed bfloat16, same data, same machine
     (CPUs with AVX512-BF16 or AMX run bfloat16 convolutions natively through oneDNN)."""
@@ -353,7 +388,7 @@ def main() -> None:
     args = parser.parse_args()
     if not archive_path().is_file():
         sys.exit(f"benchmarks need the UTKFace archive at {archive_path()} (set UTKFACE_ARCHIVE)")
-    names = args.only or ["bench_ingestion", "bench_input_vs_model", "bench_mixed_precision", "bench_paper_scratch",
+    names = args.only or ["bench_ingestion", "bench_input_vs_model", "bench_input_pipelines", "bench_mixed_precision", "bench_paper_scratch",
                           "bench_fine_tune_and_inference", "bench_paper_fine_tune"]
     report = {**machine(), "quick": args.quick, "results": {}}
     for name in names:

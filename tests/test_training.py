@@ -149,3 +149,44 @@ def test_time_budget_parameter_is_checked():
     for bad in (0, -1, "10", True):
         with pytest.raises(ValueError, match="time_budget_minutes"):
             budget_seconds(bad)
+
+
+def test_array_batches_work_on_any_backend_keep_uint8_and_shuffle_by_seed():
+    data = _data(40)
+    batches = make_dataset(data, 16, shuffle=True, seed=3, pipeline="arrays")
+    again = make_dataset(data, 16, shuffle=True, seed=3, pipeline="arrays")
+    assert len(batches) == 3  # 16 + 16 + 8
+    seen = np.concatenate([batches[i][1]["age"].ravel() for i in range(len(batches))])
+    assert np.array_equal(seen, np.concatenate([again[i][1]["age"].ravel() for i in range(len(again))]))
+    assert sorted(seen) == sorted(data.age)  # every row once per epoch
+    batches.on_epoch_end()
+    assert not np.array_equal(seen, np.concatenate([batches[i][1]["age"].ravel() for i in range(3)]))
+    x, y = make_dataset(data, 16, shuffle=False, seed=3, pipeline="arrays")[1]
+    assert x.dtype == np.uint8 and np.array_equal(x, data.images[16:32])
+    np.testing.assert_array_equal(y["gender"].ravel(), data.gender[16:32])
+    fixed = make_dataset(data, 32, shuffle=True, seed=3, pipeline="arrays", steps=5)
+    assert len(fixed) == 5 and all(len(fixed[i][0]) == 32 for i in range(5))  # cycles through the rows
+    fixed.on_epoch_end()
+    assert len(fixed[4][0]) == 32
+
+
+def test_make_dataset_refuses_an_unknown_pipeline_and_an_empty_split():
+    with pytest.raises(ValueError, match="pipeline must be"):
+        make_dataset(_data(8), 4, shuffle=False, seed=0, pipeline="torch")
+    with pytest.raises(ValueError, match="no images"):
+        make_dataset(_data(0), 4, shuffle=False, seed=0, pipeline="arrays")
+
+
+def test_augmentation_inside_the_model_acts_in_training_only():
+    from age_gender.training import augmentation, augmentation_in_model
+
+    aug = augmentation({"enabled": True, "flip": True, "shift": 0.2, "rotation_degrees": 10}, 0)
+    model = build_multitask_cnn(input_size=16, conv_pairs=2, dense_layers=1, dense_units=8,
+                                width_multiplier=0.125, augmentation=aug)
+    assert model.get_layer("augmentation") is aug
+    images = _data(8).images
+    plain = model(images, training=False)["age"]
+    np.testing.assert_allclose(np.asarray(model(images, training=False)["age"]), np.asarray(plain))
+    augmented = model.get_layer("augmentation")(images.astype(np.float32), training=True)
+    assert not np.allclose(np.asarray(augmented), images)
+    assert augmentation_in_model() is False  # the TensorFlow backend augments in tf.data

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 
@@ -29,6 +30,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
 
+    backend = os.environ.get("KERAS_BACKEND", "tensorflow")
+    if backend != "tensorflow":  # checked without importing Keras: the strategy must come first
+        raise SystemExit(f"age_gender.multiworker runs on the TensorFlow backend only (KERAS_BACKEND is "
+                         f"{backend!r}); on JAX, Keras's own keras.distribution API spans machines.")
     import tensorflow as tf
 
     strategy = tf.distribute.MultiWorkerMirroredStrategy()  # first: before any other TF op
@@ -47,7 +52,7 @@ def main(argv: list[str] | None = None) -> dict:
         splits = pd.concat([train_rows, splits[splits["split"] != "train"]])
     data = select_split({f"{images.shape[1]}px": images}, splits, images.shape[1], ["train"])
     workers = strategy.num_replicas_in_sync
-    dataset = make_dataset(data, args.batch_size * workers, shuffle=True, seed=7)
+    dataset = make_dataset(data, args.batch_size * workers, shuffle=True, seed=7, pipeline="tf.data")
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     dataset = dataset.with_options(options)

@@ -28,11 +28,14 @@ def predict_faces(model, images: np.ndarray, batch_size: int = 256,
     own preprocessing. ``flip_average`` also predicts the mirror image and averages the two
     (test-time augmentation with the flip the models trained on).
     """
-    def run(flip: bool):
+    chunk = max(int(batch_size), 4096 // int(batch_size) * int(batch_size))  # bounded memory
+
+    def run(flip: bool):  # uint8 batches on any Keras backend: the model casts them
         ages, females = [], []
-        for start in range(0, len(images), batch_size):
-            batch = np.asarray(images[start:start + batch_size], dtype=np.float32)
-            outputs = model.predict_on_batch(batch[:, :, ::-1] if flip else batch)
+        for start in range(0, len(images), chunk):
+            part = images[start:start + chunk]
+            outputs = model.predict(np.ascontiguousarray(part[:, :, ::-1] if flip else part),
+                                    batch_size=batch_size, verbose=0)
             ages.append(np.asarray(outputs["age"], dtype=np.float64).reshape(-1))
             females.append(np.asarray(outputs["gender"], dtype=np.float64).reshape(-1))
         if not ages:

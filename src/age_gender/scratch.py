@@ -37,9 +37,10 @@ def fit_cnn(face_cache: Mapping[str, Any], face_splits: pd.DataFrame, architectu
     val = select_split(face_cache, face_splits, size, val_splits)
     options = {**{k: settings[k] for k in BUILDER_KEYS if k in settings}, **arch}
 
-    def build(dtype):
+    def build(dtype, augment):
         return build_multitask_cnn(input_size=size, age_mean=float(train.age.mean()),
-                                   age_std=float(train.age.std()), dtype=dtype, **options)
+                                   age_std=float(train.age.std()), dtype=dtype, augmentation=augment,
+                                   **options)
 
     identity = {"architecture": options, "train": list(train_splits), "val": list(val_splits)}
     return fit_model(build, train, val, settings=settings, device=device, checkpoint_dir=checkpoint_dir,

@@ -1,6 +1,7 @@
-"""Training machinery shared by the scratch and transfer pipelines: data selection, the
-``tf.data`` input pipeline with Keras augmentation layers, device set-up, and a resumable
-``fit`` with early stopping whose state survives an interrupted run."""
+"""Training machinery shared by the scratch and transfer pipelines: data selection, the input
+pipeline (batches sliced from the cached arrays on any Keras backend, or ``tf.data`` on
+TensorFlow), Keras augmentation layers, device set-up, and a resumable ``fit`` with early
+stopping whose state survives an interrupted run."""
 
 from __future__ import annotations
 
@@ -95,15 +96,120 @@ def augmentation(params: Mapping[str, Any] | None, seed: int):
         steps.append(layers.RandomRotation(params["rotation_degrees"] / 360.0, fill_mode="reflect", seed=seed + 3))
     if params.get("contrast", 0):
         steps.append(layers.RandomContrast(params["contrast"], seed=seed + 4))
+    if keras.backend.backend() == "jax":
+        # Keras marks its random affine layers (translation, zoom, rotation) as not XLA-compilable
+        # (true of TensorFlow's ImageProjectiveTransform), and one such layer makes `compile` drop
+        # jit_compile for the WHOLE model: on JAX, whose transform is jax.scipy's map_coordinates
+        # and compiles, that ran the H200's train step op by op at 32 images/s with the GPU 2 % busy.
+        for layer in steps:
+            layer.supports_jit = True
     return keras.Sequential(steps, name="augmentation") if steps else None
 
 
-def make_dataset(data: FaceArrays, batch_size: int, *, shuffle: bool, seed: int,
-                 augment=None, cache_in_memory: bool = True):
-    """``tf.data`` over cached arrays: shuffle, batch, augment in parallel, prefetch.
+def keras_backend() -> str:
+    """The Keras backend in use: ``tensorflow`` (the default), ``jax`` or ``torch`` (``KERAS_BACKEND``)."""
+    import keras
 
-    No file is decoded per epoch; images stay uint8 until the batch is augmented.
+    return keras.backend.backend()
+
+
+def _array_batches_class():
+    import keras
+
+    class ArrayBatches(keras.utils.PyDataset):
+        """Batches sliced from in-memory arrays, for any Keras backend.
+
+        Images stay uint8 (the model casts them on its device: 4x less to copy than float32);
+        targets are ``{"age": (B, 1) float32, "gender": (B, 1) float32}``. With ``shuffle`` each
+        epoch visits the rows in a new seeded order; ``augment`` (Keras layers) is applied per
+        batch here, on the backend's default device: prefer putting augmentation inside the model
+        (``build_multitask_cnn(augmentation=...)``), where it is compiled with the train step.
+        """
+
+        def __init__(self, data: FaceArrays, batch_size: int, shuffle: bool, seed: int, augment=None,
+                     steps: int | None = None, **kwargs):
+            super().__init__(**kwargs)
+            if batch_size < 1:
+                raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+            if len(data) == 0:
+                raise ValueError("make_dataset got no images: the split is empty")
+            self.images, self.batch_size, self.shuffle, self.augment = data.images, int(batch_size), shuffle, augment
+            self.targets = {"age": data.age.reshape(-1, 1).astype(np.float32),
+                            "gender": data.gender.reshape(-1, 1).astype(np.float32)}
+            self.rng = np.random.default_rng(seed)
+            self.steps, self.rows = steps, len(data)
+            self.order = np.arange(self.rows)
+            self._new_order()
+
+        def _new_order(self):
+            n = self.rows
+            if self.steps:  # a fixed number of batches, cycling through the rows (benchmarks)
+                need = self.steps * self.batch_size
+                reps = -(-need // n)
+                self.order = np.concatenate([self.rng.permutation(n) if self.shuffle else np.arange(n)
+                                             for _ in range(reps)])[:need]
+            elif self.shuffle:
+                self.order = self.rng.permutation(n)
+
+        def __len__(self) -> int:
+            return self.steps or -(-len(self.order) // self.batch_size)
+
+        def __getitem__(self, index):
+            rows = self.order[index * self.batch_size:(index + 1) * self.batch_size]
+            if not self.steps and not self.shuffle:
+                rows = slice(int(rows[0]), int(rows[-1]) + 1)  # contiguous: a view, no copy
+            else:
+                rows = np.sort(rows)  # gathers in memory order (the batch is a set: order is free)
+            images = self.images[rows]
+            if self.augment is not None:
+                import keras
+
+                images = keras.ops.convert_to_numpy(self.augment(images.astype(np.float32), training=True))
+            return images, {name: value[rows] for name, value in self.targets.items()}
+
+        def on_epoch_end(self):
+            if self.shuffle:
+                self._new_order()
+
+    return ArrayBatches
+
+
+def augmentation_in_model() -> bool:
+    """Where the augmentation layers belong on the current backend.
+
+    True (JAX, PyTorch): at the start of the model (``build_multitask_cnn(augmentation=...)``,
+    ``build_transfer_model(..., augmentation)``), compiled into the train step and run on the GPU;
+    give ``make_dataset`` no ``augment``. False (TensorFlow): in ``make_dataset``'s ``tf.data`` map,
+    in parallel on the CPU; TensorFlow's affine transforms are not XLA-compilable, so inside the
+    model they would make Keras drop ``jit_compile`` for the whole model.
     """
+    return keras_backend() != "tensorflow"
+
+
+def make_dataset(data: FaceArrays, batch_size: int, *, shuffle: bool, seed: int,
+                 augment=None, cache_in_memory: bool = True, pipeline: str = "auto",
+                 steps: int | None = None, workers: int = 1):
+    """Training or validation batches over cached uint8 arrays.
+
+    ``pipeline``: ``tf.data`` (TensorFlow backend only: shuffle, batch, augment in parallel,
+    prefetch), ``arrays`` (a ``keras.utils.PyDataset`` slicing the arrays, any backend), or
+    ``auto``: ``tf.data`` on TensorFlow, ``arrays`` elsewhere. Images are uint8 until the model
+    (or ``augment``) casts them; targets ``{"age", "gender"}`` are (B, 1) float32. ``steps`` fixes
+    the number of batches per epoch, cycling through the rows (``arrays`` only, for benchmarks).
+    No file is decoded per epoch.
+    """
+    backend = keras_backend()
+    if pipeline == "auto":
+        pipeline = "tf.data" if backend == "tensorflow" and not steps else "arrays"
+    if pipeline == "arrays":
+        return _array_batches_class()(data, batch_size, shuffle, seed, augment, steps=steps,
+                                      workers=workers, use_multiprocessing=False,
+                                      max_queue_size=max(10, 2 * workers))
+    if pipeline != "tf.data":
+        raise ValueError(f"pipeline must be auto, tf.data or arrays, got {pipeline!r}")
+    if backend != "tensorflow":
+        raise ValueError(f"pipeline 'tf.data' needs the TensorFlow backend (KERAS_BACKEND is {backend!r}); "
+                         f"use pipeline 'arrays' or 'auto'")
     import tensorflow as tf
 
     targets = {"age": data.age.reshape(-1, 1), "gender": data.gender.reshape(-1, 1)}
@@ -126,31 +232,71 @@ def make_dataset(data: FaceArrays, batch_size: int, *, shuffle: bool, seed: int,
 # --- device ---------------------------------------------------------------------------------
 
 
+class SingleDevice:
+    """The strategy stand-in for one device (or a Keras distribution): ``scope()`` and
+    ``num_replicas_in_sync`` like a ``tf.distribute`` strategy."""
+
+    def __init__(self, replicas: int = 1, distribution=None):
+        self.num_replicas_in_sync = replicas
+        self.distribution = distribution
+
+    def scope(self):
+        return nullcontext()
+
+
+def accelerators() -> list[str]:
+    """Names of the GPUs the current Keras backend sees (empty on CPU)."""
+    backend = keras_backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return [gpu.name for gpu in tf.config.list_physical_devices("GPU")]
+    if backend == "jax":
+        import jax
+
+        return [str(d) for d in jax.devices() if d.platform in ("gpu", "cuda", "rocm")]
+    if backend == "torch":
+        import torch
+
+        return [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    return []
+
+
 def device_setup(params: Mapping[str, Any], cpu_bfloat16: bool = False):
-    """A distribution strategy scope and the dtype policy for the layers.
+    """A distribution scope, the dtype policy for the layers, and whether a GPU is used.
 
-    Several GPUs: ``MirroredStrategy``; otherwise the default strategy (several machines:
-    ``age_gender.multiworker``, since Keras 3's ``fit`` does not run under
-    ``MultiWorkerMirroredStrategy``). ``mixed_precision: auto`` means bfloat16 compute (float32
-    weights and outputs) on a GPU, and on a CPU with AVX512-BF16 or AMX for callers that pass
-    ``cpu_bfloat16`` (the scratch CNN: oneDNN runs its convolutions about 1.3x faster; fine-tuning
-    MobileNetV2 gained 0.96-1.16x there, too little to trade float32 for, so it stays float32 on CPUs).
+    Returns ``(strategy, policy, on_gpu)``; ``strategy`` has ``scope()`` and
+    ``num_replicas_in_sync`` (multiply the per-device batch by it). Several GPUs: on TensorFlow
+    ``tf.distribute.MirroredStrategy``; on JAX ``keras.distribution.DataParallel`` over all GPUs
+    (set globally for the process; also Keras's route to several machines). One device: no
+    distribution (several machines on TensorFlow: ``age_gender.multiworker``).
+    ``mixed_precision: auto`` means bfloat16 compute (float32 weights and outputs) on a GPU, and
+    on a CPU with AVX512-BF16 or AMX for callers that pass ``cpu_bfloat16`` (the scratch CNN:
+    oneDNN runs its convolutions about 1.3x faster; fine-tuning MobileNetV2 gained 0.96-1.16x
+    there, too little to trade float32 for, so it stays float32 on CPUs).
     """
-    import tensorflow as tf
-
-    gpus = tf.config.list_physical_devices("GPU")
-    if len(gpus) > 1:
-        strategy = tf.distribute.MirroredStrategy()
-    else:
-        strategy = tf.distribute.get_strategy()
     mixed = params.get("mixed_precision", "auto")
+    if mixed not in ("auto", False, None, "none", "float32", "mixed_float16", "mixed_bfloat16"):
+        raise ValueError(f"device.mixed_precision must be auto, none, mixed_float16 or mixed_bfloat16; got {mixed!r}")
+    backend = keras_backend()
+    gpus = accelerators()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        strategy = tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
+    elif backend == "jax" and len(gpus) > 1:
+        import keras
+
+        distribution = keras.distribution.DataParallel(devices=keras.distribution.list_devices("gpu"))
+        keras.distribution.set_distribution(distribution)
+        strategy = SingleDevice(len(gpus), distribution)
+    else:
+        strategy = SingleDevice()
     if mixed == "auto":
         mixed = "mixed_bfloat16" if gpus or (cpu_bfloat16 and cpu_has_bfloat16()) else None
     elif mixed in (False, None, "none", "float32"):
         mixed = None
-    elif mixed not in ("mixed_float16", "mixed_bfloat16"):
-        raise ValueError(f"device.mixed_precision must be auto, none, mixed_float16 or mixed_bfloat16; got {mixed!r}")
-    logger.info("Training on %s (%d GPU); strategy %s; dtype policy %s", "GPU" if gpus else "CPU",
+    logger.info("Training on %s backend, %s (%d GPU); %s; dtype policy %s", backend, "GPU" if gpus else "CPU",
                 len(gpus), type(strategy).__name__, mixed or "float32")
     return strategy, mixed, bool(gpus)
 
@@ -429,14 +575,16 @@ def fit_identity(settings: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in settings.items() if k not in CHECKPOINT_FREE_KEYS}
 
 
-def fit_model(build: Callable[[str | None], Any], train: FaceArrays, val: FaceArrays, *,
+def fit_model(build: Callable[[str | None, Any], Any], train: FaceArrays, val: FaceArrays, *,
               settings: Mapping[str, Any], device: Mapping[str, Any], checkpoint_dir: str | Path,
               identity: Mapping[str, Any], cpu_bfloat16: bool = False) -> FitResult:
     """Train any multi-task model on ``train``, early-stopping on ``val``: the one fit that the
     scratch CNN, the search candidates and transfer fine-tuning share.
 
-    ``build(dtype_policy)`` returns an uncompiled Keras model with ``age``/``gender`` outputs
-    taking uint8-valued float32 images (N x S x S x 3). ``settings``: ``seed``, ``batch_size``
+    ``build(dtype_policy, augment)`` returns an uncompiled Keras model with ``age``/``gender``
+    outputs taking uint8-valued images (N x S x S x 3); ``augment`` (Keras layers or None) goes at
+    the start of the model where the backend wants it there (``augmentation_in_model``: JAX,
+    PyTorch), else it runs in the input pipeline and ``build`` gets None. ``settings``: ``seed``, ``batch_size``
     (per replica), ``epochs``, ``patience``, ``min_delta``, ``learning_rate``, ``lr_schedule``,
     ``warmup_epochs`` (optional), ``loss_weights``, ``age_loss``, ``augmentation`` (optional),
     ``time_budget_minutes`` (optional, None: no budget). ``identity`` names the model (its
@@ -451,8 +599,9 @@ def fit_model(build: Callable[[str | None], Any], train: FaceArrays, val: FaceAr
     set_seeds(seed)
     strategy, dtype, _ = device_setup(device, cpu_bfloat16=cpu_bfloat16)
     batch = int(settings["batch_size"]) * strategy.num_replicas_in_sync
-    train_ds = make_dataset(train, batch, shuffle=True, seed=seed,
-                            augment=augmentation(settings.get("augmentation"), seed))
+    augment = augmentation(settings.get("augmentation"), seed)
+    in_model = augmentation_in_model()
+    train_ds = make_dataset(train, batch, shuffle=True, seed=seed, augment=None if in_model else augment)
     val_ds = make_dataset(val, batch, shuffle=False, seed=seed)
     epochs = settings["epochs"]
 
@@ -465,10 +614,10 @@ def fit_model(build: Callable[[str | None], Any], train: FaceArrays, val: FaceAr
                           device.get("jit_compile", False))
 
     config = {"model": dict(identity), "training": fit_identity(settings),
-              "data": data_key(train.rows, val.rows), "dtype": dtype}
+              "data": data_key(train.rows, val.rows), "dtype": dtype, "backend": keras_backend()}
     set_seeds(seed)
     with run_scope(strategy):
-        return resumable_fit(lambda: build(dtype), compile_model, train_ds, val_ds,
+        return resumable_fit(lambda: build(dtype, augment if in_model else None), compile_model, train_ds, val_ds,
                              epochs=epochs, patience=int(settings["patience"]),
                              min_delta=float(settings["min_delta"]), checkpoint_dir=checkpoint_dir,
                              config=config, time_budget_s=budget_seconds(settings.get("time_budget_minutes")))

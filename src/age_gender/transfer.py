@@ -216,17 +216,17 @@ def unfreeze_last(backbone, count: int) -> list[str]:
 
 
 def fine_tune_builder(name: str, params: Mapping[str, Any], top, unfreeze: int,
-                      unfrozen: list[str]) -> Callable[[str | None], Any]:
-    """A ``build(dtype)`` for ``training.fit_model``: backbone ``name`` (computing in ``dtype``)
+                      unfrozen: list[str]) -> Callable[[str | None, Any], Any]:
+    """A ``build(dtype, augment)`` for ``training.fit_model``: backbone ``name`` (computing in ``dtype``)
     under the trained ``top``, its last ``unfreeze`` weighted layers trainable; every batch-norm
     layer, the top's too, stays in inference mode. The unfrozen layer names go into ``unfrozen``."""
-    def build(dtype: str | None):
+    def build(dtype: str | None, augment=None):
         with dtype_policy(dtype):  # the backbone computes in bfloat16 where that pays; the top stays float32
             extractor, backbone, _, _ = feature_extractor(name, params)
         unfrozen[:] = unfreeze_last(backbone, unfreeze)
         for layer in top.layers:  # the top's batch norm keeps the statistics of stage 1
             if isinstance(layer, keras.layers.BatchNormalization):
                 layer.trainable = False
-        return build_transfer_model(extractor, top)
+        return build_transfer_model(extractor, top, augment)
 
     return build

@@ -83,3 +83,19 @@ def build_backbone(name: str, input_size: int, weights: str | None) -> keras.Mod
                 f"Without internet, point transfer.backbone_weights.{name} at a local file or set "
                 f"transfer.allow_random_init: true.") from error
         raise
+
+
+def unfreeze_last(backbone: keras.Model, count: int) -> list[str]:
+    """Make the last ``count`` weighted layers of ``backbone`` trainable, every other layer (and
+    every batch norm) frozen, for fine-tuning. Returns the names of the layers unfrozen."""
+    if count < 0:
+        raise ValueError(f"unfreeze_last must be >= 0, got {count}")
+    backbone.trainable = True
+    for layer in backbone.layers:
+        layer.trainable = False
+    weighted = [layer for layer in backbone.layers
+                if layer.weights and not isinstance(layer, keras.layers.BatchNormalization)]
+    chosen = weighted[-count:] if count else []
+    for layer in chosen:
+        layer.trainable = True
+    return [layer.name for layer in chosen]

@@ -69,13 +69,16 @@ def build_multitask_cnn(
     age_std: float = 20.0,
     dtype: str | None = None,
     name: str = "multitask_cnn",
+    augmentation: keras.Layer | None = None,
 ) -> keras.Model:
     """A two-headed CNN: ``split_point`` shared conv pairs, then an age and a gender branch.
 
     Each conv pair is two 3x3 convolutions and a 2x2 max pooling; each branch ends in
     ``dense_layers`` dense layers of ``dense_units`` (L2, batch norm, dropout). ``cross_stitch``
     puts cross-stitch units between the branches after each branch conv pair (``"conv"``),
-    after each dense layer (``"dense"``), or both (``"both"``). Input: RGB 0-255 floats.
+    after each dense layer (``"dense"``), or both (``"both"``). Input: (B, S, S, 3) RGB 0-255,
+    uint8 or float (cast to float32 on entry). ``augmentation`` (e.g. ``training.augmentation``)
+    runs first, in training only, on the model's device and inside its compiled step.
     """
     if not 1 <= conv_pairs <= 8:
         raise ValueError(f"conv_pairs must be in 1..8, got {conv_pairs}")
@@ -92,7 +95,8 @@ def build_multitask_cnn(
 
     filters = conv_filters(conv_pairs, width_multiplier)
     inputs = keras.Input(shape=(input_size, input_size, 3), name="image")
-    x = layers.Rescaling(1.0 / 255, name="scale_0_1", dtype=dtype)(inputs)
+    x = augmentation(inputs) if augmentation is not None else inputs
+    x = layers.Rescaling(1.0 / 255, name="scale_0_1", dtype=dtype)(x)
     for i in range(split_point):
         x = _conv_pair(x, filters[i], batch_norm, f"shared{i + 1}", dtype)
     a, g = x, x
