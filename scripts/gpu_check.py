@@ -289,7 +289,7 @@ class Runner:
         return code, output
 
     def kedro(self, name: str, pipeline: str, params: dict, timeout: float, env: str | None = None) -> dict:
-        command = [sys.executable, "-m", "kedro", "run", "--pipeline", pipeline,
+        command = [sys.executable, "-m", "kedro", "run", "--pipelines", pipeline,
                    "--params", ",".join(f"{k}={str(v).lower() if isinstance(v, bool) else v}"
                                          for k, v in params.items())]
         if env:
@@ -447,8 +447,8 @@ def main(argv: list[str] | None = None) -> int:
                       "scratch_training.batch_size": mode["scratch_batch"], "scratch_training.time_budget_minutes": 3,
                       "scratch_training.min_delta": 0.1, "scratch.use_search_winner": False,
                       "device.mixed_precision": "auto", "device.jit_compile": True}
-            result = runner.kedro("kedro_scratch", "scratch", params, 200, env="paper")
-            metrics_file = Path(args.project) / "data" / "08_reporting" / "scratch_test_metrics.json"
+            result = runner.kedro("kedro_scratch", "scratch,evaluation", params, 200, env="paper")
+            metrics_file = Path(args.project) / "data" / "08_reporting" / "test_metrics" / "scratch.json"
             if metrics_file.exists():
                 result["scratch_test_metrics"] = json.loads(metrics_file.read_text())
             report.stage("kedro_scratch", result)

@@ -60,8 +60,9 @@ def projects(tmp_path_factory, sample_archive):
     jax_root = tmp_path_factory.mktemp("jax") / "project"
     shutil.copytree(tf_root, jax_root)
     run_kedro(tf_root, "scratch", TINY)
+    run_kedro(tf_root, "evaluation", TINY)  # evaluation owns the test split
     scratch_params = {k: TINY[k] for k in ("scratch_training", "scratch", "device")}
-    command = [sys.executable, "-m", "kedro", "run", "--pipeline", "scratch",
+    command = [sys.executable, "-m", "kedro", "run", "--pipelines", "scratch,evaluation",
                "--params", ",".join(_params_arg(scratch_params))]
     done = subprocess.run(command, cwd=jax_root, env=_jax_env(), capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -69,14 +70,14 @@ def projects(tmp_path_factory, sample_archive):
 
 
 def _metrics(root: Path) -> dict:
-    return json.loads((root / "data" / "08_reporting" / "scratch_test_metrics.json").read_text())
+    return json.loads((root / "data" / "08_reporting" / "test_metrics" / "scratch.json").read_text())
 
 
 def test_scratch_pipeline_trains_on_tensorflow_and_on_jax_with_comparable_metrics(projects):
     tf_root, jax_root = projects
     tf_metrics, jax_metrics = _metrics(tf_root), _metrics(jax_root)
     for metrics in (tf_metrics, jax_metrics):
-        assert metrics["n_test"] == 60 and metrics["epochs_run"] == 3
+        assert metrics["n"] == 60 and metrics["epochs_run"] == 3
         assert np.isfinite(metrics["age_mae"]) and 0 <= metrics["gender_accuracy"] <= 1
     # Same data, seeds and architecture; the backends' random streams and kernels differ, so the
     # runs are not bit-equal. After 3 epochs on 240 faces both sit near the label baseline:
@@ -134,5 +135,5 @@ def test_gpu_check_cpu_mode_runs_every_stage(sample_archive, tmp_path):
         assert stages[name]["images_per_s"] > 0 and stages[name]["final_loss_finite"], stages[name]
         assert stages[name]["jit_compile"], f"{name}: Keras dropped jit_compile (a layer it cannot compile)"
     assert result["largest_batch_bf16"] == 16 and stages["cnn10_bf16_b16"]["images_per_s"] > 0
-    assert stages["kedro_scratch"]["ok"] and stages["kedro_scratch"]["scratch_test_metrics"]["n_test"] == 40
+    assert stages["kedro_scratch"]["ok"] and stages["kedro_scratch"]["scratch_test_metrics"]["n"] == 40
     assert pd.notna(stages["cnn10_bf16_b8"]["input_only_images_per_s"])
