@@ -46,7 +46,7 @@ MODES = {
     "cpu": {"size": 64, "width": 0.125, "small_batch": 8, "large_batches": [16],
             "ft_batches": [8], "ft_policy": "float32", "ft_size": 64, "timed_seconds": 1.0,
             "calibration_images": 32,
-            "split": {"test_size": 40, "subset_size": "all"}, "scratch_epochs": 1, "scratch_batch": 32,
+            "split": {"test_size": 40, "subset_size": 200}, "scratch_epochs": 1, "scratch_batch": 32,
             "backbones": ["mobilenet_v2"], "float32": False},  # CI: one compile per code path
 }
 
