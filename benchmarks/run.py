@@ -289,9 +289,9 @@ def _fine_tune_model(backbone_name: str, size: int, unfreeze_last: int):
         build_transfer_model,
         build_two_headed_top,
     )
+    from age_gender.models import unfreeze_last as unfreeze_layers
     from age_gender.models.heads import build_feature_extractor
     from age_gender.training import compile_multitask
-    from age_gender.transfer import unfreeze_last as unfreeze_layers
 
     weights = weights_dir() / BACKBONES[backbone_name].local_file
     backbone = build_backbone(backbone_name, size, str(weights))

@@ -6,10 +6,10 @@ from age_gender.models import (
     build_transfer_model,
     build_two_headed_top,
     resolve_weights,
+    unfreeze_last,
 )
 from age_gender.models.backbones import WeightsUnavailable
 from age_gender.models.heads import HEAD_STRUCTURES, build_feature_extractor
-from age_gender.transfer import unfreeze_last
 
 
 @pytest.fixture(scope="module")

@@ -109,6 +109,17 @@ def _name_reason(name: str) -> str | None:
         None if name.lower().endswith(IMAGE_SUFFIXES) else "not_an_image_name")
 
 
+def _member_reason(name: str, regular: bool, size: int, limits: _Limits) -> str | None:
+    """Why a member is refused before it is read: its name, not a regular file (links, FIFOs,
+    devices are never opened), or over the per-member cap; None when it is read."""
+    reason = _name_reason(name)
+    if reason is None and not regular:
+        reason = "link_or_special_member"
+    if reason is None and size > limits.member_bytes:
+        reason = "too_large"
+    return reason
+
+
 def _normalise(name: str) -> str:
     """Member names with ``/`` separators (zips made on Windows store ``UTKFace\\<name>``)."""
     return name.replace("\\", "/")
@@ -135,11 +146,7 @@ def _read_tar(path: Path, limits: _Limits, mode: str) -> FaceSource:
                 continue
             limits.count()
             name = _normalise(member.name)
-            reason = _name_reason(member.name)
-            if reason is None and not member.isfile():
-                reason = "link_or_special_member"
-            if reason is None and member.size > limits.member_bytes:
-                reason = "too_large"
+            reason = _member_reason(member.name, member.isfile(), member.size, limits)
             if reason:
                 source.refuse(name, reason)
                 continue
@@ -168,11 +175,8 @@ def _read_zip(path: Path, limits: _Limits) -> FaceSource:
             limits.count()
             name = _normalise(info.filename)
             mode = info.external_attr >> 16
-            reason = _name_reason(info.filename)
-            if reason is None and stat.S_IFMT(mode) not in (0, stat.S_IFREG):  # links, devices
-                reason = "link_or_special_member"
-            if reason is None and info.file_size > limits.member_bytes:
-                reason = "too_large"
+            reason = _member_reason(info.filename, stat.S_IFMT(mode) in (0, stat.S_IFREG),
+                                    info.file_size, limits)
             if reason:
                 source.refuse(name, reason)
                 continue
@@ -197,12 +201,8 @@ def _read_folder(path: Path, limits: _Limits) -> FaceSource:
         if stat.S_ISDIR(info.st_mode):
             continue
         limits.count()
-        reason = _name_reason(name)
-        if reason is None and not stat.S_ISREG(info.st_mode):
-            # links, FIFOs, sockets, devices: never opened (a FIFO would block the run)
-            reason = "link_or_special_member"
-        if reason is None and info.st_size > limits.member_bytes:
-            reason = "too_large"
+        # links, FIFOs, sockets, devices are never opened (a FIFO would block the run)
+        reason = _member_reason(name, stat.S_ISREG(info.st_mode), info.st_size, limits)
         if reason:
             source.refuse(name, reason)
             continue

@@ -26,6 +26,7 @@ from age_gender.models import (
     build_transfer_model,
     build_two_headed_top,
     resolve_weights,
+    unfreeze_last,
 )
 from age_gender.models.heads import build_feature_extractor
 from age_gender.reporting import prediction_table
@@ -199,20 +200,6 @@ def tune_head(x_train: np.ndarray, train: FaceArrays, x_val: np.ndarray, val: Fa
               "trials": len(tuner.oracle.trials), "seconds": round(time.perf_counter() - started, 1)}
     logger.info("Hyperband best: %s", result)
     return result
-
-
-def unfreeze_last(backbone, count: int) -> list[str]:
-    """Make the last ``count`` weighted layers of ``backbone`` trainable, every other layer
-    (batch norm always) frozen; returns the names of the unfrozen layers."""
-    backbone.trainable = True
-    weighted = [layer for layer in backbone.layers if layer.weights]
-    for layer in backbone.layers:
-        layer.trainable = False
-    chosen = [layer for layer in weighted if not isinstance(layer, keras.layers.BatchNormalization)]
-    chosen = chosen[-count:] if count > 0 else []
-    for layer in chosen:
-        layer.trainable = True
-    return [layer.name for layer in chosen]
 
 
 def fine_tune_builder(name: str, params: Mapping[str, Any], top, unfreeze: int,
