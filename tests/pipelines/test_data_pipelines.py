@@ -99,8 +99,10 @@ def test_training_on_a_splits_table_without_val2_is_refused_before_any_node(kedr
 def test_split_leaving_test_empty_is_refused_and_writes_nothing(kedro_project, sample_archive, monkeypatch):
     monkeypatch.setenv("UTKFACE_ARCHIVE", str(sample_archive))
     run_kedro(kedro_project, "ingestion", SMALL)
-    with pytest.raises(ActionableError, match=r"split.test_size=0 leaves the 'test' split empty"):
-        run_kedro(kedro_project, "split", {**SMALL, "split": {"test_size": 0, "subset_size": 100}})
+    # test_size=0 is refused by the parameter schema; a fraction that rounds to no image passes
+    # it and is refused by the split node, before anything is written
+    with pytest.raises(ActionableError, match=r"split.test_size=0.0001 leaves the 'test' split empty"):
+        run_kedro(kedro_project, "split", {**SMALL, "split": {"test_size": 0.0001, "subset_size": 100}})
     assert not (kedro_project / "data" / "05_model_input" / "face_splits.parquet").exists()
 
 
