@@ -1,10 +1,13 @@
-"""Compare two runs of renovate_compare_run.py: split tables, metric keys and values per model.
+"""Compare two output folders of ``scripts/compare_run.py`` (e.g. two commits of the code).
 
-usage: python renovate_compare_metrics.py BEFORE_DIR AFTER_DIR
+Prints whether the split tables are identical, whether ``evaluation_metrics.json`` has the same
+keys, every gender and age metric per model as ``before -> after`` with ``identical: True/False``,
+and Hyperband's best head of each. Reads ``evaluation_metrics.json``, ``face_splits.parquet`` and
+``transfer_best_head.json`` from both folders (``FileNotFoundError`` if a run did not finish).
 """
 
+import argparse
 import json
-import sys
 
 import pandas as pd
 
@@ -25,4 +28,8 @@ def main(before: str, after: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("before", help="output folder of the first compare_run.py run")
+    parser.add_argument("after", help="output folder of the second compare_run.py run")
+    args = parser.parse_args()
+    main(args.before, args.after)

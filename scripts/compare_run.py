@@ -1,13 +1,31 @@
-"""A tiny ingestion, split, scratch, transfer and evaluation run on a sample of the real archive
-(every 40th file plus the malformed names), in a throw-away Kedro project; copies the reports out.
+"""Run a tiny ingestion, split, scratch, transfer and evaluation of one version of the code, to
+compare its metrics with another version's (``scripts/compare_metrics.py``).
 
-usage: PYTHONPATH=<src> UTKFACE_ARCHIVE=... UTKFACE_WEIGHTS_DIR=... python renovate_compare_run.py OUTDIR CONFDIR
+The run uses a sample of the real archive (every 40th member plus the malformed names, about 548
+files, written once to ``OUTDIR/../renovate_sample.tar.gz``), tiny sizes (32 px, 2 scratch
+epochs, MobileNetV2 at 32 px, 1 fine-tuning epoch; see ``TINY``) and the code on ``PYTHONPATH``,
+in a throw-away Kedro project under ``OUTDIR/project`` built from ``CONFDIR`` (so ``data/`` of
+this checkout is never touched). It copies ``data/08_reporting/*.json`` and
+``face_splits.parquet`` into ``OUTDIR``.
+
+For identical metrics between two versions, run both single-threaded and deterministic::
+
+    mkdir -p /tmp/before && git archive <commit> src conf | tar -x -C /tmp/before
+    PYTHONPATH=/tmp/before/src TF_DETERMINISTIC_OPS=1 TF_NUM_INTRAOP_THREADS=1 \
+      TF_NUM_INTEROP_THREADS=1 python scripts/compare_run.py /tmp/det_before /tmp/before/conf
+    PYTHONPATH=$PWD/src TF_DETERMINISTIC_OPS=1 TF_NUM_INTRAOP_THREADS=1 \
+      TF_NUM_INTEROP_THREADS=1 python scripts/compare_run.py /tmp/det_after conf
+    python scripts/compare_metrics.py /tmp/det_before /tmp/det_after
+
+Needs ``UTKFACE_ARCHIVE`` (the real ``.tar.gz``) and ``UTKFACE_WEIGHTS_DIR`` (MobileNetV2's
+no-top weights). Errors: ``KeyError`` when ``UTKFACE_ARCHIVE`` is unset; Kedro's own errors
+(e.g. the project's one-line parameter error) when ``CONFDIR`` does not fit the code.
 """
 
+import argparse
 import io
 import os
 import shutil
-import sys
 import tarfile
 from pathlib import Path
 
@@ -47,6 +65,7 @@ def main(out: Path, conf: Path) -> None:
     from kedro.framework.startup import bootstrap_project
 
     os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "true")
+    out.mkdir(parents=True, exist_ok=True)
     os.environ["UTKFACE_ARCHIVE"] = str(sample_archive(out.parent / "renovate_sample.tar.gz"))
     root = out / "project"
     shutil.rmtree(root, ignore_errors=True)
@@ -65,4 +84,9 @@ def main(out: Path, conf: Path) -> None:
 
 
 if __name__ == "__main__":  # the ingestion's process pool re-imports this module
-    main(Path(sys.argv[1]), Path(sys.argv[2]))
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     epilog="See the module docstring for the full before/after recipe.")
+    parser.add_argument("outdir", type=Path, help="where the reports are copied (the project goes in OUTDIR/project)")
+    parser.add_argument("confdir", type=Path, help="the conf/ folder of the code version under test")
+    args = parser.parse_args()
+    main(args.outdir, args.confdir)
