@@ -185,6 +185,57 @@ def set_seeds(seed: int) -> None:
     keras.utils.set_random_seed(int(seed))
 
 
+# Threads of TensorFlow's CPU pools when ``device.deterministic`` is set: (intra-op, inter-op).
+# Same configuration, same machine, same numbers needs a fixed thread count (a reduction split over
+# another number of threads adds in another order); one inter-op thread runs ops in one order.
+DETERMINISTIC_THREADS = (1, 1)
+
+
+def configure_determinism(device: Mapping[str, Any]) -> bool:
+    """With ``device['deterministic']`` true (TensorFlow backend): TensorFlow's op determinism
+    (``tf.config.experimental.enable_op_determinism``, which also makes ``tf.data`` map and
+    shuffle deterministic) and fixed CPU thread pools (``DETERMINISTIC_THREADS``), so the same
+    configuration on the same machine gives the same model. Seeds are ``set_seeds``'s job.
+
+    Threads can only be fixed before TensorFlow starts its runtime: call this first (the project's
+    ``before_pipeline_run`` hook does, before any node). Afterwards, a mismatch is logged as a
+    warning (results may then differ between runs) rather than raised. Returns True when the run
+    is deterministic as configured. Switching determinism off again within a process is not
+    possible (TensorFlow keeps it on); a warning says so."""
+    import keras
+
+    wanted = bool(device.get("deterministic", False))
+    if keras.config.backend() != "tensorflow":
+        if wanted:
+            logger.warning("device.deterministic applies to the TensorFlow backend only; the %s backend "
+                           "runs with its default kernels.", keras.config.backend())
+        return False
+    import tensorflow as tf
+
+    from tensorflow.python.framework import config as tf_config  # is_op_determinism_enabled
+
+    if not wanted:
+        if tf_config.is_op_determinism_enabled():
+            logger.warning("device.deterministic is false, but op determinism was switched on earlier "
+                           "in this process and stays on.")
+        return False
+    tf.config.experimental.enable_op_determinism()
+    intra, inter = DETERMINISTIC_THREADS
+    current = (tf.config.threading.get_intra_op_parallelism_threads(),
+               tf.config.threading.get_inter_op_parallelism_threads())
+    if current != (intra, inter):
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(intra)
+            tf.config.threading.set_inter_op_parallelism_threads(inter)
+        except RuntimeError:
+            logger.warning("device.deterministic: TensorFlow was started before its threads could be fixed "
+                           "(intra/inter-op %s, wanted %s): results may differ between runs. Run it with "
+                           "`kedro run`, or set TF_NUM_INTRAOP_THREADS=%d TF_NUM_INTEROP_THREADS=%d.",
+                           current, (intra, inter), intra, inter)
+            return False
+    return True
+
+
 def learning_rate_schedule(learning_rate: float, schedule: str | None, total_steps: int,
                            warmup_steps: int = 0):
     """A constant rate, or cosine decay to 1 % over ``total_steps`` (steadier ends of short runs),
@@ -448,6 +499,7 @@ def fit_model(build: Callable[[str | None], Any], train: FaceArrays, val: FaceAr
     """
     check_epochs(settings["epochs"])
     seed = int(settings["seed"])
+    configure_determinism(device)
     set_seeds(seed)
     strategy, dtype, _ = device_setup(device, cpu_bfloat16=cpu_bfloat16)
     batch = int(settings["batch_size"]) * strategy.num_replicas_in_sync
