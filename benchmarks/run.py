@@ -268,32 +268,30 @@ def _determinism_on(quick: bool) -> dict:
     return _determinism_run(True, quick)
 
 
-def _determinism_cores(quick: bool) -> dict:
-    return _determinism_run(True, quick, (os.cpu_count() or 1, 1))
+def _determinism_single(quick: bool) -> dict:
+    return _determinism_run(True, quick, (1, 1))
 
 
 def bench_determinism(quick: bool) -> dict:
-    """``device.deterministic``: the scratch CNN's training speed with TensorFlow's op determinism
-    and one thread per pool (``on``, the project's setting) or op determinism with as many
-    intra-op threads as cores (``cores``), against the default kernels (``off``), each in a fresh
-    process (threads are fixed per process), alternating; and whether two runs of each give the
-    same weights."""
-    runs = {"off": [], "on": [], "cores": []}
+    """``device.deterministic``: the scratch CNN's training speed with the project's setting
+    (``on``: TensorFlow's op determinism, one intra-op thread per core, one inter-op thread) and
+    with op determinism on single-threaded pools (``single``), against the default kernels
+    (``off``); each in a fresh process (threads are fixed per process), alternating, best of two;
+    and whether the two runs of each give bit-identical weights."""
+    runs = {"off": [], "on": [], "single": []}
     for _ in range(2):
         for name in runs:
             runs[name].append(run_isolated(f"_determinism_{name}", quick))
-    off = max(r["images_per_s"] for r in runs["off"])
-    on = max(r["images_per_s"] for r in runs["on"])
-    cores = max(r["images_per_s"] for r in runs["cores"])
-    return {"scratch_train_op_determinism_all_cores_images_per_s": round(cores, 1),
-            "op_determinism_all_cores_vs_default_ratio": round(cores / off, 2),
-            "op_determinism_all_cores_runs_identical": runs["cores"][0]["weights"] == runs["cores"][1]["weights"],
-            "scratch_train_default_images_per_s": round(off, 1),
-            "scratch_train_deterministic_images_per_s": round(on, 1),
-            "deterministic_vs_default_ratio": round(on / off, 2),
-            "deterministic_runs_identical": runs["on"][0]["weights"] == runs["on"][1]["weights"],
-            "default_runs_identical": runs["off"][0]["weights"] == runs["off"][1]["weights"],
-            "deterministic_applied": all(r["applied"] for r in runs["on"])}
+    speed = {name: max(r["images_per_s"] for r in rows) for name, rows in runs.items()}
+    same = {name: rows[0]["weights"] == rows[1]["weights"] for name, rows in runs.items()}
+    return {"scratch_train_default_images_per_s": round(speed["off"], 1),
+            "scratch_train_deterministic_images_per_s": round(speed["on"], 1),
+            "scratch_train_deterministic_single_thread_images_per_s": round(speed["single"], 1),
+            "deterministic_vs_default_ratio": round(speed["on"] / speed["off"], 2),
+            "deterministic_single_thread_vs_default_ratio": round(speed["single"] / speed["off"], 2),
+            "default_runs_identical": same["off"], "deterministic_runs_identical": same["on"],
+            "deterministic_single_thread_runs_identical": same["single"],
+            "deterministic_applied": all(r["applied"] for r in runs["on"] + runs["single"])}
 
 
 def bench_paper_scratch(quick: bool) -> dict:

@@ -185,23 +185,32 @@ def set_seeds(seed: int) -> None:
     keras.utils.set_random_seed(int(seed))
 
 
-# Threads of TensorFlow's CPU pools when ``device.deterministic`` is set: (intra-op, inter-op).
-# Same configuration, same machine, same numbers needs a fixed thread count (a reduction split over
-# another number of threads adds in another order); one inter-op thread runs ops in one order.
-DETERMINISTIC_THREADS = (1, 1)
+# Threads of TensorFlow's CPU pools when ``device.deterministic`` is set: (intra-op, inter-op);
+# None: (one per core, 1). A fixed intra-op count keeps the work split the same way run after run
+# (a reduction split over another number of threads adds in another order); one inter-op thread
+# runs independent ops in one order. Measured (benchmarks/run.py --only bench_determinism): runs
+# with one intra-op thread per core and with a single thread both repeat bit for bit; the first
+# is the faster on a quiet machine.
+DETERMINISTIC_THREADS: tuple[int, int] | None = None
+
+
+def deterministic_threads() -> tuple[int, int]:
+    """(intra-op, inter-op) threads a deterministic run uses (``DETERMINISTIC_THREADS``)."""
+    return DETERMINISTIC_THREADS or (os.cpu_count() or 1, 1)
 
 
 def configure_determinism(device: Mapping[str, Any]) -> bool:
     """With ``device['deterministic']`` true (TensorFlow backend): TensorFlow's op determinism
     (``tf.config.experimental.enable_op_determinism``, which also makes ``tf.data`` map and
-    shuffle deterministic) and fixed CPU thread pools (``DETERMINISTIC_THREADS``), so the same
+    shuffle deterministic) and fixed CPU thread pools (``deterministic_threads()``), so the same
     configuration on the same machine gives the same model. Seeds are ``set_seeds``'s job.
 
     Threads can only be fixed before TensorFlow starts its runtime: call this first (the project's
     ``before_pipeline_run`` hook does, before any node). Afterwards, a mismatch is logged as a
     warning (results may then differ between runs) rather than raised. Returns True when the run
-    is deterministic as configured. Switching determinism off again within a process is not
-    possible (TensorFlow keeps it on); a warning says so."""
+    is deterministic as configured. Op determinism cannot be switched off again within a process
+    (TensorFlow keeps it on); a warning says so.
+    """
     import keras
 
     wanted = bool(device.get("deterministic", False))
@@ -212,15 +221,15 @@ def configure_determinism(device: Mapping[str, Any]) -> bool:
         return False
     import tensorflow as tf
 
-    from tensorflow.python.framework import config as tf_config  # is_op_determinism_enabled
+    from tensorflow.python.framework import config as tf_config  # is_op_determinism_enabled: not public
 
     if not wanted:
-        if tf_config.is_op_determinism_enabled():
+        if getattr(tf_config, "is_op_determinism_enabled", lambda: False)():
             logger.warning("device.deterministic is false, but op determinism was switched on earlier "
                            "in this process and stays on.")
         return False
     tf.config.experimental.enable_op_determinism()
-    intra, inter = DETERMINISTIC_THREADS
+    intra, inter = deterministic_threads()
     current = (tf.config.threading.get_intra_op_parallelism_threads(),
                tf.config.threading.get_inter_op_parallelism_threads())
     if current != (intra, inter):
