@@ -241,8 +241,14 @@ def _determinism_run(deterministic: bool, quick: bool, threads: tuple[int, int] 
     import pandas as pd
 
     import age_gender.training
-    from age_gender.training import (FaceArrays, augmentation, configure_determinism, device_setup,
-                                     make_dataset, set_seeds)
+    from age_gender.training import (
+        FaceArrays,
+        augmentation,
+        configure_determinism,
+        device_setup,
+        make_dataset,
+        set_seeds,
+    )
 
     if threads:
         age_gender.training.DETERMINISTIC_THREADS = threads

@@ -220,8 +220,9 @@ def configure_determinism(device: Mapping[str, Any]) -> bool:
                            "runs with its default kernels.", keras.config.backend())
         return False
     import tensorflow as tf
-
-    from tensorflow.python.framework import config as tf_config  # is_op_determinism_enabled: not public
+    from tensorflow.python.framework import (
+        config as tf_config,  # is_op_determinism_enabled: not public
+    )
 
     if not wanted:
         if getattr(tf_config, "is_op_determinism_enabled", lambda: False)():

@@ -195,7 +195,7 @@ def test_the_same_scratch_run_twice_gives_the_same_metrics(project, tmp_path):
         runs.append((root, subprocess.Popen(
             [str(Path(sys.executable).parent / "kedro"), "run", "--pipelines", "scratch,evaluation"], cwd=root,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)))
-    for root, process in runs:
+    for _, process in runs:
         output = process.communicate(timeout=600)[0]
         assert process.returncode == 0, output[-3000:]
     first, second = ([_json(root, "evaluation_metrics.json"),

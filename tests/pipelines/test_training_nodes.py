@@ -8,7 +8,12 @@ import pytest
 
 from age_gender import transfer
 from age_gender.models import build_multitask_cnn
-from age_gender.pipelines.evaluation.nodes import compute_metrics, headlines, paired_differences, predict_test_split
+from age_gender.pipelines.evaluation.nodes import (
+    compute_metrics,
+    headlines,
+    paired_differences,
+    predict_test_split,
+)
 from age_gender.pipelines.scratch.nodes import train_scratch_model
 from age_gender.pipelines.scratch_search import pipeline as search_pipeline
 from age_gender.pipelines.scratch_search.nodes import (
