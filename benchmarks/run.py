@@ -267,6 +267,74 @@ def bench_mixed_precision(quick: bool) -> dict:
             "fine_tune_mixed_bfloat16_vs_float32_ratio": round(fine["mixed_bfloat16"] / fine["float32"], 2)}
 
 
+def _determinism_run(deterministic: bool, quick: bool, threads: tuple[int, int] | None = None) -> dict:
+    """Scratch CNN 10 at the base size (the dtype policy ``auto`` picks, as the pipeline does),
+    trained from a fixed seed on fixed real faces: images/s and a hash of the weights after."""
+    import hashlib
+
+    import numpy as np
+    import pandas as pd
+
+    import age_gender.training
+    from age_gender.training import (
+        FaceArrays,
+        augmentation,
+        configure_determinism,
+        device_setup,
+        make_dataset,
+        set_seeds,
+    )
+
+    if threads:
+        age_gender.training.DETERMINISTIC_THREADS = threads
+    applied = configure_determinism({"deterministic": deterministic})  # first: before TF starts
+    set_seeds(0)
+    _, dtype, _ = device_setup({"mixed_precision": "auto"}, cpu_bfloat16=True)
+    size, batch = BASE["input_size"], BASE["batch_size"]
+    images, ages, genders, _ = _sample(batch * 8, size)
+    data = FaceArrays(images, ages, genders, pd.DataFrame({"cache_index": range(len(ages))}))
+    set_seeds(0)
+    model = _cnn(size, BASE["width_multiplier"], float(np.mean(ages)), dtype=dtype)
+    dataset = make_dataset(data, batch, shuffle=True, seed=0, augment=augmentation(AUGMENT, 0))
+    speed = _timed_fit(model, dataset, 8 if quick else 24)
+    digest = hashlib.sha256(b"".join(np.asarray(w).tobytes() for w in model.get_weights())).hexdigest()[:16]
+    return {"images_per_s": speed, "weights": digest, "applied": applied}
+
+
+def _determinism_off(quick: bool) -> dict:
+    return _determinism_run(False, quick)
+
+
+def _determinism_on(quick: bool) -> dict:
+    return _determinism_run(True, quick)
+
+
+def _determinism_single(quick: bool) -> dict:
+    return _determinism_run(True, quick, (1, 1))
+
+
+def bench_determinism(quick: bool) -> dict:
+    """``device.deterministic``: the scratch CNN's training speed with the project's setting
+    (``on``: TensorFlow's op determinism, one intra-op thread per core, one inter-op thread) and
+    with op determinism on single-threaded pools (``single``), against the default kernels
+    (``off``); each in a fresh process (threads are fixed per process), alternating, best of two;
+    and whether the two runs of each give bit-identical weights."""
+    runs = {"off": [], "on": [], "single": []}
+    for _ in range(2):
+        for name in runs:
+            runs[name].append(run_isolated(f"_determinism_{name}", quick))
+    speed = {name: max(r["images_per_s"] for r in rows) for name, rows in runs.items()}
+    same = {name: rows[0]["weights"] == rows[1]["weights"] for name, rows in runs.items()}
+    return {"scratch_train_default_images_per_s": round(speed["off"], 1),
+            "scratch_train_deterministic_images_per_s": round(speed["on"], 1),
+            "scratch_train_deterministic_single_thread_images_per_s": round(speed["single"], 1),
+            "deterministic_vs_default_ratio": round(speed["on"] / speed["off"], 2),
+            "deterministic_single_thread_vs_default_ratio": round(speed["single"] / speed["off"], 2),
+            "default_runs_identical": same["off"], "deterministic_runs_identical": same["on"],
+            "deterministic_single_thread_runs_identical": same["single"],
+            "deterministic_applied": all(r["applied"] for r in runs["on"] + runs["single"])}
+
+
 def bench_paper_scratch(quick: bool) -> dict:
     import numpy as np
     import pandas as pd
@@ -388,7 +456,8 @@ def main() -> None:
     args = parser.parse_args()
     if not archive_path().is_file():
         sys.exit(f"benchmarks need the UTKFace archive at {archive_path()} (set UTKFACE_ARCHIVE)")
-    names = args.only or ["bench_ingestion", "bench_input_vs_model", "bench_input_pipelines", "bench_mixed_precision", "bench_paper_scratch",
+    names = args.only or ["bench_ingestion", "bench_input_vs_model", "bench_input_pipelines", "bench_mixed_precision", "bench_determinism",
+                          "bench_paper_scratch",
                           "bench_fine_tune_and_inference", "bench_paper_fine_tune"]
     report = {**machine(), "quick": args.quick, "results": {}}
     for name in names:

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from age_gender.metrics import headline, model_metrics
+from age_gender.metrics import Bootstrap, headline, model_metrics, paired_difference
 from age_gender.reporting import prediction_table
 
 
@@ -40,3 +40,66 @@ def test_one_gender_has_no_roc_auc_and_an_empty_table_is_refused():
     assert model_metrics(table[table["gender"] == 1])["gender"]["roc_auc"] is None
     with pytest.raises(ValueError, match="No prediction to score"):
         model_metrics(table.iloc[:0])
+
+
+def _big_table(n=400, accuracy=0.9, seed=0):
+    rng = np.random.default_rng(seed)
+    rows = pd.DataFrame({"file_name": [f"f{i}" for i in range(n)], "cache_index": range(n),
+                         "age": rng.integers(1, 90, n).astype(float), "gender": rng.integers(0, 2, n),
+                         "race": rng.integers(0, 5, n)})
+    right = rng.random(n) < accuracy
+    female = np.where(right, rows["gender"], 1 - rows["gender"]) * 0.8 + 0.1
+    return prediction_table(rows, rows["age"].to_numpy() + rng.normal(0, 7, n), female)
+
+
+def test_intervals_contain_the_value_shrink_with_more_rows_and_repeat_exactly():
+    setting = Bootstrap(resamples=1000, confidence=0.95, seed=3)
+    small, large = model_metrics(_big_table(400), setting), model_metrics(_big_table(3000), setting)
+    for m in (small, large):
+        low, high = m["gender"]["accuracy_ci"]
+        assert low < m["gender"]["accuracy"] < high
+        low, high = m["age"]["mae_ci"]
+        assert low < m["age"]["mae"] < high
+        for race in m["by_race"].values():
+            assert race["gender_accuracy_ci"][0] <= race["gender_accuracy"] <= race["gender_accuracy_ci"][1]
+        assert set(m["age_mae_by_band_ci"]) == set(m["age_mae_by_band"])
+        assert set(m["gender_accuracy_by_gender_ci"]) == {"male", "female"}
+        assert m["bootstrap"]["resamples"] == 1000
+    width = lambda m: m["gender"]["accuracy_ci"][1] - m["gender"]["accuracy_ci"][0]  # noqa: E731
+    # the normal approximation's half-width is 1.96 sqrt(p(1-p)/n): about 2.9 points at n 400, 1.1 at 3000
+    assert 0.045 < width(small) < 0.075 and 0.016 < width(large) < 0.028
+    assert model_metrics(_big_table(400), setting) == small  # seeded: same predictions, same intervals
+    assert headline(small)["gender_accuracy_ci"] == small["gender"]["accuracy_ci"]
+    assert "accuracy_ci" not in model_metrics(_big_table(400))["gender"]  # no setting, no intervals
+
+
+def test_a_group_of_one_row_has_no_interval():
+    table = _table()
+    one = model_metrics(table.iloc[:2].assign(race=[0, 1]), Bootstrap(resamples=200))
+    assert one["by_race"]["White"]["gender_accuracy_ci"] is None and one["by_race"]["White"]["n"] == 1
+
+
+def test_paired_difference_resamples_rows_once_for_both_models():
+    setting = Bootstrap(resamples=1000, seed=1)
+    a = _big_table(1000, accuracy=0.9, seed=5)
+    b = a.copy()
+    flip = np.zeros(len(b), bool)
+    flip[np.flatnonzero(a["gender_pred"] == a["gender"])[:30]] = True  # b gets 30 more faces wrong
+    b.loc[flip, "gender_pred"] = 1 - b.loc[flip, "gender_pred"]
+    b["age_pred"] = b["age_pred"] + 1.0
+    diff = paired_difference(a, b.sample(frac=1, random_state=0), setting)  # row order does not matter
+    assert diff["n"] == 1000 and diff["gender_accuracy"] == 0.03
+    low, high = diff["gender_accuracy_ci"]
+    # unpaired, the two accuracies' intervals overlap (each about +-1.8 points); paired, the
+    # difference is resolved: only the 30 changed rows vary between resamples
+    assert 0.015 < low < 0.03 < high < 0.045
+    assert diff["age_mae_ci"][0] < diff["age_mae"] < diff["age_mae_ci"][1] < 0
+    with pytest.raises(ValueError, match="different faces"):
+        paired_difference(a, b.iloc[:-1], setting)
+
+
+def test_bootstrap_setting_from_parameters():
+    assert Bootstrap.from_params({"bootstrap": {"resamples": 2000, "confidence": 0.9, "seed": 4}}) == \
+        Bootstrap(2000, 0.9, 4)
+    assert Bootstrap.from_params({"bootstrap": {"resamples": 0, "confidence": 0.95, "seed": 0}}) is None
+    assert Bootstrap.from_params(None) is None

@@ -79,6 +79,10 @@ def test_base_parameters_are_valid_and_cover_every_group(base):
     ("ingestion.workers", 0, "ingestion.workers must be an integer >= 1 or null, got 0"),
     ("predict.model", "vgg", "predict.model must be one of 'scratch', 'transfer', got 'vgg'"),
     ("inference.flip_average", "yes", "inference.flip_average must be true or false, got 'yes'"),
+    ("device.deterministic", "yes", "device.deterministic must be true or false, got 'yes'"),
+    ("evaluation.bootstrap.resamples", 50, "evaluation.bootstrap: resamples must be 0 (no intervals) or >= 100, got 50"),
+    ("evaluation.bootstrap.resamples", -1, "evaluation.bootstrap.resamples must be an integer >= 0, got -1"),
+    ("evaluation.bootstrap.confidence", 95, "evaluation.bootstrap.confidence must be a number > 0 and < 1, got 95"),
 ])
 def test_a_wrong_value_is_one_line_naming_it(base, path, value, expected):
     assert refusal(with_value(base, path, value)).startswith(expected)

@@ -232,3 +232,39 @@ class IntegrityHooks:
     def on_node_error(self, error: Exception, node: Any, catalog: Any, inputs: dict[str, Any],
                       is_async: bool, run_id: str) -> None:
         IntegrityHooks.failed_node = node.name
+
+
+# --- training: deterministic kernels before the first node, a loud line when a budget fired ------
+
+
+class TrainingHooks:
+    """Before the first node of a run that trains (a node reads ``params:device``): TensorFlow's
+    determinism and thread pools (``training.configure_determinism``), which can only be fixed
+    before TensorFlow starts. After each node: any output with ``out_of_time: true`` (training info,
+    search results) is remembered; the run ends with one WARNING line naming them, since such a
+    model's quality depends on how busy the machine was."""
+
+    out_of_time: list[str] = []
+
+    @hook_impl
+    def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:
+        TrainingHooks.out_of_time = []
+        if "params:device" in pipeline.inputs():
+            from age_gender.training import configure_determinism
+
+            configure_determinism(catalog.load("params:device"))
+
+    @hook_impl
+    def after_node_run(self, node: Any, catalog: Any, inputs: dict[str, Any], outputs: dict[str, Any],
+                       is_async: bool, run_id: str) -> None:
+        for name, value in outputs.items():
+            if isinstance(value, dict) and value.get("out_of_time") is True:
+                TrainingHooks.out_of_time.append(f"{name} (epochs run: {value.get('epochs_run', '?')})")
+
+    @hook_impl
+    def after_pipeline_run(self, run_params: dict[str, Any], run_result: Any, pipeline: Any, catalog: Any) -> None:
+        if TrainingHooks.out_of_time:
+            logger.warning("WARNING: the wall-clock budget (time_budget_minutes) stopped training before its "
+                           "scheduled epochs: %s. Their metrics depend on how busy the machine was and carry "
+                           "out_of_time: true; rerun with a larger budget (or null) to finish the schedule.",
+                           "; ".join(TrainingHooks.out_of_time))

@@ -34,7 +34,7 @@ from pydantic.fields import FieldInfo
 
 __all__ = [
     "GROUPS", "RUNTIME_KEYS", "ParameterError", "validate_group", "validate_parameters",
-    "groups_read_by", "Inference", "Device", "Ingestion", "Predict", "Split", "ScratchTraining",
+    "groups_read_by", "Inference", "Evaluation", "Device", "Ingestion", "Predict", "Split", "ScratchTraining",
     "ScratchTrainingOverrides", "Scratch", "ScratchSearch", "Transfer",
 ]
 
@@ -127,11 +127,33 @@ class Inference(_Group):
     flip_average: bool
 
 
+class BootstrapSetting(_Group):
+    """Percentile bootstrap intervals: resamples (0: no intervals, else >= 100), two-sided
+    confidence level in (0, 1), seed of the numpy Generator."""
+
+    resamples: Annotated[int, Field(ge=0)]
+    confidence: OpenFraction
+    seed: Seed
+
+    @model_validator(mode="after")
+    def _enough_resamples(self):
+        if 0 < self.resamples < 100:
+            raise ValueError(f"resamples must be 0 (no intervals) or >= 100, got {self.resamples}")
+        return self
+
+
+class Evaluation(_Group):
+    """``evaluation``: how the metrics state their uncertainty."""
+
+    bootstrap: BootstrapSetting
+
+
 class Device(_Group):
-    """``device``: dtype policy and XLA for every training node."""
+    """``device``: dtype policy, XLA and deterministic kernels for every training node."""
 
     mixed_precision: MixedPrecision
     jit_compile: bool | Literal["auto"]
+    deterministic: bool
 
 
 class FaceCheck(_Group):
@@ -359,7 +381,7 @@ class Transfer(_Group):
 
 
 GROUPS: dict[str, type[_Group]] = {
-    "inference": Inference, "device": Device, "ingestion": Ingestion, "predict": Predict,
+    "inference": Inference, "evaluation": Evaluation, "device": Device, "ingestion": Ingestion, "predict": Predict,
     "split": Split, "scratch_training": ScratchTraining, "scratch": Scratch,
     "scratch_search": ScratchSearch, "transfer": Transfer,
 }

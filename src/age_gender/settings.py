@@ -8,13 +8,13 @@ changes. ``oc.env`` lets the catalog read environment variables such as ``UTKFAC
 from kedro.config import OmegaConfigLoader
 from omegaconf.resolvers import oc
 
-from age_gender.hooks import IntegrityHooks, ParameterValidationHooks, RuntimeHooks
+from age_gender.hooks import IntegrityHooks, ParameterValidationHooks, RuntimeHooks, TrainingHooks
 from age_gender.project_config import RememberContext
 
 # pluggy calls the hook registered last first: RememberContext keeps the context for the dynamic
 # scratch_search pipeline, parameters are checked before anything else, and
 # ParameterValidationHooks' one-line printer sits inside IntegrityHooks' last-line printer.
-HOOKS = (RuntimeHooks(), IntegrityHooks(), ParameterValidationHooks(), RememberContext())
+HOOKS = (TrainingHooks(), RuntimeHooks(), IntegrityHooks(), ParameterValidationHooks(), RememberContext())
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {

@@ -331,6 +331,67 @@ def set_seeds(seed: int) -> None:
     keras.utils.set_random_seed(int(seed))
 
 
+# Threads of TensorFlow's CPU pools when ``device.deterministic`` is set: (intra-op, inter-op);
+# None: (one per core, 1). A fixed intra-op count keeps the work split the same way run after run
+# (a reduction split over another number of threads adds in another order); one inter-op thread
+# runs independent ops in one order. Measured (benchmarks/run.py --only bench_determinism): runs
+# with one intra-op thread per core and with a single thread both repeat bit for bit; the first
+# is the faster on a quiet machine.
+DETERMINISTIC_THREADS: tuple[int, int] | None = None
+
+
+def deterministic_threads() -> tuple[int, int]:
+    """(intra-op, inter-op) threads a deterministic run uses (``DETERMINISTIC_THREADS``)."""
+    return DETERMINISTIC_THREADS or (os.cpu_count() or 1, 1)
+
+
+def configure_determinism(device: Mapping[str, Any]) -> bool:
+    """With ``device['deterministic']`` true (TensorFlow backend): TensorFlow's op determinism
+    (``tf.config.experimental.enable_op_determinism``, which also makes ``tf.data`` map and
+    shuffle deterministic) and fixed CPU thread pools (``deterministic_threads()``), so the same
+    configuration on the same machine gives the same model. Seeds are ``set_seeds``'s job.
+
+    Threads can only be fixed before TensorFlow starts its runtime: call this first (the project's
+    ``before_pipeline_run`` hook does, before any node). Afterwards, a mismatch is logged as a
+    warning (results may then differ between runs) rather than raised. Returns True when the run
+    is deterministic as configured. Op determinism cannot be switched off again within a process
+    (TensorFlow keeps it on); a warning says so.
+    """
+    import keras
+
+    wanted = bool(device.get("deterministic", False))
+    if keras.config.backend() != "tensorflow":
+        if wanted:
+            logger.warning("device.deterministic applies to the TensorFlow backend only; the %s backend "
+                           "runs with its default kernels.", keras.config.backend())
+        return False
+    import tensorflow as tf
+    from tensorflow.python.framework import (
+        config as tf_config,  # is_op_determinism_enabled: not public
+    )
+
+    if not wanted:
+        if getattr(tf_config, "is_op_determinism_enabled", lambda: False)():
+            logger.warning("device.deterministic is false, but op determinism was switched on earlier "
+                           "in this process and stays on.")
+        return False
+    tf.config.experimental.enable_op_determinism()
+    intra, inter = deterministic_threads()
+    current = (tf.config.threading.get_intra_op_parallelism_threads(),
+               tf.config.threading.get_inter_op_parallelism_threads())
+    if current != (intra, inter):
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(intra)
+            tf.config.threading.set_inter_op_parallelism_threads(inter)
+        except RuntimeError:
+            logger.warning("device.deterministic: TensorFlow was started before its threads could be fixed "
+                           "(intra/inter-op %s, wanted %s): results may differ between runs. Run it with "
+                           "`kedro run`, or set TF_NUM_INTRAOP_THREADS=%d TF_NUM_INTEROP_THREADS=%d.",
+                           current, (intra, inter), intra, inter)
+            return False
+    return True
+
+
 def learning_rate_schedule(learning_rate: float, schedule: str | None, total_steps: int,
                            warmup_steps: int = 0):
     """A constant rate, or cosine decay to 1 % over ``total_steps`` (steadier ends of short runs),
@@ -596,6 +657,7 @@ def fit_model(build: Callable[[str | None, Any], Any], train: FaceArrays, val: F
     """
     check_epochs(settings["epochs"])
     seed = int(settings["seed"])
+    configure_determinism(device)
     set_seeds(seed)
     strategy, dtype, _ = device_setup(device, cpu_bfloat16=cpu_bfloat16)
     batch = int(settings["batch_size"]) * strategy.num_replicas_in_sync

@@ -113,8 +113,25 @@ def test_evaluation_numbers_agree_with_the_saved_predictions(project):
         assert (headline["gender_accuracy"], headline["age_mae"], headline["n"]) == (
             metrics[name]["gender"]["accuracy"], metrics[name]["age"]["mae"], 60)
         assert headline["train_seconds"] == _json(project, f"{name}_training_info.json")["train_seconds"]
+        # every headline number carries its 95 % bootstrap interval, around it
+        m = metrics[name]
+        for ci, value in ((m["gender"]["accuracy_ci"], m["gender"]["accuracy"]), (m["age"]["mae_ci"], m["age"]["mae"])):
+            assert ci[0] <= value <= ci[1] and ci[0] < ci[1]
+        assert headline["gender_accuracy_ci"] == metrics[name]["gender"]["accuracy_ci"]
+        assert set(metrics[name]["age_mae_by_band_ci"]) == set(metrics[name]["age_mae_by_band"])
+        assert all("age_mae_ci" in g for g in metrics[name]["by_race"].values())
+        assert metrics[name]["bootstrap"]["resamples"] == 2000
     comparison = _json(project, "model_comparison.json")
     assert {r["model"] for r in comparison["models"]} == {"scratch", "transfer", "study_cnn10", "study_xception"}
+    # the paired difference is the difference of the two models' numbers, with its own interval
+    (paired,) = comparison["paired_differences"]
+    assert (paired["first"], paired["second"], paired["n"]) == ("transfer", "scratch", 60)
+    assert paired["gender_accuracy"] == pytest.approx(
+        metrics["transfer"]["gender"]["accuracy"] - metrics["scratch"]["gender"]["accuracy"], abs=2e-4)
+    assert paired["gender_accuracy_ci"][0] <= paired["gender_accuracy"] <= paired["gender_accuracy_ci"][1]
+    assert _json(project, "paired_differences.json") == [paired]
+    markdown = (project / "data" / "08_reporting" / "model_comparison.md").read_text()
+    assert "transfer - scratch: gender accuracy" in markdown and " [" in markdown
     for plot in ("age_prediction", "error_by_group", "confusion_matrix", "model_comparison", "prediction_gallery"):
         assert (project / "data" / "08_reporting" / f"{plot}.png").stat().st_size > 5000
 
@@ -149,3 +166,55 @@ def test_predict_on_ordinary_photos(project, archive_members, tmp_path):
     assert set(table["file"]) == {"two.jpg"} and len(table) >= 1
     assert table["gender_prob"].between(0.5, 1).all() and table["age"].gt(0).all()
     assert (project / "data" / "07_model_output" / "annotated_photos" / "two.jpg").exists()
+
+
+def _copy_for_training(project, target):
+    """A copy of ``project`` with its ingestion, split and conf, but no model, checkpoint or report."""
+    import shutil
+
+    layers = ("06_models", "07_model_output", "08_reporting")
+    shutil.copytree(project, target, ignore=shutil.ignore_patterns(*layers))
+    for layer in layers:
+        (target / "data" / layer).mkdir()
+    return target
+
+
+def test_the_same_scratch_run_twice_gives_the_same_metrics(project, tmp_path):
+    """device.deterministic (conf/base: true): two fresh `kedro run`s of the same configuration, in
+    two processes at once, train the same model and evaluate to the same numbers."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import yaml
+
+    runs = []
+    for name in ("first", "second"):
+        root = _copy_for_training(project, tmp_path / name)
+        (root / "conf" / "local" / "parameters.yml").write_text(yaml.safe_dump(TINY))
+        runs.append((root, subprocess.Popen(
+            [str(Path(sys.executable).parent / "kedro"), "run", "--pipelines", "scratch,evaluation"], cwd=root,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)))
+    for _, process in runs:
+        output = process.communicate(timeout=600)[0]
+        assert process.returncode == 0, output[-3000:]
+    first, second = ([_json(root, "evaluation_metrics.json"),
+                      json.loads((root / "data" / "07_model_output" / "scratch_history.json").read_text())]
+                     for root, _ in runs)
+    assert first == second
+    assert set(first[0]) == {"scratch"} and first[1]["val_loss"]  # a real model, judged
+
+
+def test_a_fit_stopped_by_its_budget_is_flagged_and_ends_the_run_with_a_warning(project, caplog):
+    """Run last in this module: it retrains the scratch model (3 epochs, a budget of 0.1 s)."""
+    import logging
+
+    params = {**TINY, "scratch_training": {**TINY["scratch_training"], "epochs": 3,
+                                           "time_budget_minutes": 0.0001 / 6}}
+    with caplog.at_level(logging.WARNING, logger="age_gender.hooks"):
+        run_kedro(project, "scratch", params)
+    info = _json(project, "scratch_training_info.json")
+    assert info["out_of_time"] is True and info["epochs_run"] == 1
+    warnings = [r.getMessage() for r in caplog.records if r.name == "age_gender.hooks"]
+    assert warnings and "scratch_training_info (epochs run: 1)" in warnings[-1]
+    assert "out_of_time: true" in warnings[-1]

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -11,6 +13,7 @@ def split_faces(manifest, params):
     cache = stamp_cache(manifest, {"8px": np.zeros((len(manifest), 8, 8, 3), np.uint8)})
     return nodes.split_faces(manifest, cache, params)
 
+REPO = Path(__file__).resolve().parents[2]
 PARAMS = {"seed": 7, "test_size": 200, "subset_size": 1000,
           "fractions": {"train": 0.8, "val1": 0.1, "val2": 0.1},
           "age_band_edges": [0, 5, 13, 20, 30, 40, 50, 60, 70, 200]}
@@ -73,3 +76,31 @@ def test_table_carries_the_ingestion_it_indexes(manifest):
 def test_a_split_left_empty_is_refused_before_training(manifest, bad, empty):
     with pytest.raises(ActionableError, match=f"leaves the '{empty}' split empty"):
         split_faces(manifest, {**PARAMS, **bad})
+
+
+def test_base_split_on_the_real_archive_labels_holds_3000_test_faces_and_the_study_subset(utkface_archive):
+    """conf/base's split on every labelled name of the real archive: a stratified test split of
+    3,000 faces, the study's 5,000-image subset cut 80/10/10 beside it, nothing empty."""
+    import tarfile
+
+    import yaml
+
+    from age_gender.faces import parse_utkface_name
+
+    labels = []
+    with tarfile.open(utkface_archive) as archive:
+        for name in archive.getnames():
+            label = parse_utkface_name(name)
+            if not isinstance(label, str):
+                labels.append((name.rsplit("/", 1)[-1], label.age, label.gender, label.race))
+    frame = pd.DataFrame(labels, columns=["file_name", "age", "gender", "race"]).drop_duplicates("file_name")
+    frame["sha256"] = [f"{i:064x}" for i in range(len(frame))]
+    params = yaml.safe_load((REPO / "conf" / "base" / "parameters_split.yml").read_text())["split"]
+    table, summary = split_faces(frame.reset_index(drop=True), params)
+    assert params["test_size"] == 3000
+    counts = summary["counts"]
+    assert counts["test"] == 3000 and counts["train"] == 4000 and counts["val1"] == 500 and counts["val2"] == 500
+    assert counts["unused"] == len(frame) - 8000 > 10000
+    test = table[table["split"] == "test"]
+    assert abs(test["gender"].mean() - frame["gender"].mean()) < 0.01  # stratified on gender x age band
+    assert abs(test["age"].median() - frame["age"].median()) <= 1

@@ -8,7 +8,12 @@ import pytest
 
 from age_gender import transfer
 from age_gender.models import build_multitask_cnn
-from age_gender.pipelines.evaluation.nodes import compute_metrics, headlines, predict_test_split
+from age_gender.pipelines.evaluation.nodes import (
+    compute_metrics,
+    headlines,
+    paired_differences,
+    predict_test_split,
+)
 from age_gender.pipelines.scratch.nodes import train_scratch_model
 from age_gender.pipelines.scratch_search import pipeline as search_pipeline
 from age_gender.pipelines.scratch_search.nodes import (
@@ -131,8 +136,10 @@ def test_evaluation_judges_every_registered_model_by_name():
                                 split_point=1)
     predictions = predict_test_split(cache, table, {"flip_average": True}, first=small, second=None, third=other)
     assert list(predictions["model"].unique()) == ["first", "third"]  # "second" is not trained
-    metrics = compute_metrics(predictions)
-    assert metrics["third"]["n"] == 12
+    metrics = compute_metrics(predictions, {"bootstrap": {"resamples": 200, "confidence": 0.95, "seed": 0}})
+    assert metrics["third"]["n"] == 12 and len(metrics["third"]["gender"]["accuracy_ci"]) == 2
+    (pair,) = paired_differences(predictions, {"bootstrap": {"resamples": 200, "confidence": 0.95, "seed": 0}})
+    assert (pair["first"], pair["second"], pair["n"]) == ("third", "first", 12)
     summary = headlines(metrics, first={"model": "first", "train_seconds": 3.0}, third=None)
     assert summary["first"]["train_seconds"] == 3.0 and summary["third"]["n"] == 12
     with pytest.raises(ValueError, match="No trained model"):

@@ -21,5 +21,6 @@ def create_pipeline(**kwargs) -> Pipeline:
         inner,
         namespace="external",
         inputs={"utkface_raw": "external_raw", **{name: name for name in SHARED}},
-        parameters={"params:ingestion": "params:ingestion", "params:inference": "params:inference"},
+        parameters={"params:ingestion": "params:ingestion", "params:inference": "params:inference",
+                    "params:evaluation": "params:evaluation"},
     )

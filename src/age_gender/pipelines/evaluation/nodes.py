@@ -1,7 +1,8 @@
 """Nodes of the ``evaluation`` pipeline (the judging nodes are reused by ``evaluate_external``):
 the only place where a model meets the test split. Every model is registered by name
 (``pipeline.MODELS``) and arrives as a keyword argument; metrics come from
-``age_gender.metrics.model_metrics`` (keys documented there and in the README).
+``age_gender.metrics.model_metrics`` (keys documented there and in the README), each headline
+number with its bootstrap interval (``evaluation.bootstrap`` parameters).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from age_gender.faces import GENDERS
-from age_gender.metrics import headline, model_metrics
+from age_gender.metrics import Bootstrap, headline, model_metrics, paired_difference
 from age_gender.reporting import STUDY_RESULTS, predict_models
 from age_gender.training import cached_images, select_split
 
@@ -29,9 +30,24 @@ def predict_test_split(face_cache, face_splits: pd.DataFrame, inference: Mapping
     return predict_models(models, faces, inference)
 
 
-def compute_metrics(predictions: pd.DataFrame) -> dict[str, Any]:
-    """``model_metrics`` per model: {model name: metrics}."""
-    return {name: model_metrics(part) for name, part in predictions.groupby("model", sort=False)}
+def compute_metrics(predictions: pd.DataFrame, evaluation: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``model_metrics`` per model, with bootstrap intervals: {model name: metrics}."""
+    setting = Bootstrap.from_params(evaluation)
+    return {name: model_metrics(part, setting) for name, part in predictions.groupby("model", sort=False)}
+
+
+def paired_differences(predictions: pd.DataFrame, evaluation: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+    """For every pair of evaluated models (later minus earlier in ``MODELS`` order, e.g. transfer -
+    scratch) on the same test rows: the difference in gender accuracy (fraction) and age MAE
+    (years) with its paired bootstrap interval (``metrics.paired_difference``). Empty with one
+    model, or when intervals are switched off (``evaluation.bootstrap.resamples: 0``)."""
+    setting = Bootstrap.from_params(evaluation)
+    parts = dict(tuple(predictions.groupby("model", sort=False)))
+    names = list(parts)
+    if setting is None:
+        return []
+    return [{"first": first, "second": second, **paired_difference(parts[first], parts[second], setting)}
+            for i, second in enumerate(names) for first in names[i + 1:]]
 
 
 def headlines(metrics: Mapping[str, Any], **training_info: Mapping[str, Any] | None) -> dict[str, dict[str, Any]]:
@@ -42,32 +58,71 @@ def headlines(metrics: Mapping[str, Any], **training_info: Mapping[str, Any] | N
             for name, values in metrics.items()}
 
 
-def comparison(test_metrics: Mapping[str, Any]) -> tuple[dict[str, Any], str, plt.Figure]:
-    """All models side by side with the study's published numbers (JSON, Markdown, plot)."""
+def _with_interval(value: float, ci: list[float] | None, scale: float, digits: int, unit: str = "",
+                   sign: bool = False) -> str:
+    form = f"{'+' if sign else ''}.{digits}f"
+    text = f"{value * scale:{form}}{unit}"
+    if ci:
+        text += f" [{ci[0] * scale:{form}}, {ci[1] * scale:{form}}]"
+    return text
+
+
+def comparison(test_metrics: Mapping[str, Any], paired: list[Mapping[str, Any]] | None = None
+               ) -> tuple[dict[str, Any], str, plt.Figure]:
+    """All models side by side with the study's published numbers (JSON, Markdown, plot with 95 %
+    interval error bars), and the paired differences between this project's models."""
     rows = []
     for name, values in test_metrics.items():
         value = values() if callable(values) else values
-        rows.append({"model": name, "gender_accuracy": value["gender_accuracy"], "age_mae": value["age_mae"],
-                     "n": value["n"], "train_seconds": value.get("train_seconds"), "pretrained": value.get("pretrained"),
+        rows.append({"model": name, "gender_accuracy": value["gender_accuracy"],
+                     "gender_accuracy_ci": value.get("gender_accuracy_ci"), "age_mae": value["age_mae"],
+                     "age_mae_ci": value.get("age_mae_ci"), "n": value["n"],
+                     "train_seconds": value.get("train_seconds"), "pretrained": value.get("pretrained"),
+                     "out_of_time": value.get("out_of_time"),
                      "source": f"this project, {name}" + (f" ({value['backbone']})" if value.get("backbone") else "")})
     for name, values in STUDY_RESULTS.items():
-        rows.append({"model": name, "gender_accuracy": values["gender_accuracy"], "age_mae": values["age_mae"],
-                     "n": 499, "train_seconds": None, "pretrained": None, "source": values["source"]})
-    lines = ["| model | gender accuracy | age MAE (years) | n | source |", "| --- | --- | --- | --- | --- |"]
-    lines += [f"| {r['model']} | {r['gender_accuracy'] * 100:.2f} % | {r['age_mae']:.3f} | {r['n']} | {r['source']} |"
+        rows.append({"model": name, "gender_accuracy": values["gender_accuracy"], "gender_accuracy_ci": None,
+                     "age_mae": values["age_mae"], "age_mae_ci": None, "n": 499, "train_seconds": None,
+                     "pretrained": None, "out_of_time": None, "source": values["source"]})
+    lines = ["| model | gender accuracy (%) [95 % CI] | age MAE (years) [95 % CI] | n | source |",
+             "| --- | --- | --- | --- | --- |"]
+    lines += [f"| {r['model']}{' (stopped by its time budget)' if r['out_of_time'] else ''} "
+              f"| {_with_interval(r['gender_accuracy'], r['gender_accuracy_ci'], 100, 2)} "
+              f"| {_with_interval(r['age_mae'], r['age_mae_ci'], 1, 3)} | {r['n']} | {r['source']} |"
               for r in rows]
     markdown = "\n".join(lines) + "\n\nStudy numbers are on its own 499-image validation split; this " \
-        "project's are on its held-out test split, drawn outside the 5,000-image training subset.\n"
+        "project's are on its held-out test split, drawn outside the 5,000-image training subset. " \
+        "Intervals: 95 % percentile bootstrap over the test rows.\n"
+    paired = list(paired or [])
+    if paired:
+        markdown += "\nPaired differences on the same test rows (one resampling for both models):\n\n"
+        markdown += "".join(
+            f"- {d['first']} - {d['second']}: gender accuracy "
+            f"{_with_interval(d['gender_accuracy'], d['gender_accuracy_ci'], 100, 2, ' points', True)}, "
+            f"age MAE {_with_interval(d['age_mae'], d['age_mae_ci'], 1, 3, ' years', True)} (n {d['n']})\n"
+            for d in paired)
+    late = [r["model"] for r in rows if r["out_of_time"]]
+    if late:
+        markdown += (f"\nWARNING: {', '.join(late)} stopped on its wall-clock budget before its scheduled "
+                     "epochs (out_of_time); its numbers depend on how busy the machine was.\n")
+    return {"models": rows, "paired_differences": paired}, markdown, _comparison_plot(rows)
+
+
+def _comparison_plot(rows: list[dict[str, Any]]) -> plt.Figure:
     figure, axes = plt.subplots(1, 2, figsize=(10, 4))
     names = [r["model"] for r in rows]
     colors = ["tab:blue" if not n.startswith("study") else "tab:gray" for n in names]
-    axes[0].barh(names, [r["gender_accuracy"] for r in rows], color=colors)
+    for axis, key, title in ((axes[0], "gender_accuracy", "gender accuracy (higher is better)"),
+                             (axes[1], "age_mae", "age MAE, years (lower is better)")):
+        values = np.array([r[key] for r in rows], dtype=float)
+        cis = [r[f"{key}_ci"] or [r[key], r[key]] for r in rows]
+        errors = np.array([[v - ci[0] for v, ci in zip(values, cis)], [ci[1] - v for v, ci in zip(values, cis)]])
+        axis.barh(names, values, color=colors, xerr=errors, capsize=4)
+        axis.set_title(title)
     axes[0].set_xlim(0.5, 1.0)
-    axes[0].set_title("gender accuracy (higher is better)")
-    axes[1].barh(names, [r["age_mae"] for r in rows], color=colors)
-    axes[1].set_title("age MAE, years (lower is better)")
+    figure.suptitle("test split, 95 % bootstrap intervals (study: published numbers, no interval)", fontsize=9)
     figure.tight_layout()
-    return {"models": rows}, markdown, figure
+    return figure
 
 
 def plot_age_predictions(predictions: pd.DataFrame) -> plt.Figure:

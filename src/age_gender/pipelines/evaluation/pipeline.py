@@ -4,6 +4,7 @@ from .nodes import (
     comparison,
     compute_metrics,
     headlines,
+    paired_differences,
     plot_age_predictions,
     plot_confusion,
     plot_error_by_band,
@@ -23,10 +24,13 @@ def model_inputs(suffix: str) -> dict[str, str]:
 def judging_nodes() -> list:
     """Nodes from `evaluation_predictions` to metrics and plots; shared with `evaluate_external`."""
     return [
-        node(compute_metrics, "evaluation_predictions", "evaluation_metrics", name="compute_metrics"),
+        node(compute_metrics, ["evaluation_predictions", "params:evaluation"], "evaluation_metrics",
+             name="compute_metrics"),
+        node(paired_differences, ["evaluation_predictions", "params:evaluation"], "paired_differences",
+             name="paired_differences"),
         node(headlines, {"metrics": "evaluation_metrics", **model_inputs("training_info")}, "test_metrics",
              name="headlines"),
-        node(comparison, "test_metrics", ["model_comparison", "model_comparison_markdown", "model_comparison_plot"],
+        node(comparison, ["test_metrics", "paired_differences"], ["model_comparison", "model_comparison_markdown", "model_comparison_plot"],
              name="compare_models"),
         node(plot_age_predictions, "evaluation_predictions", "age_prediction_plot", name="plot_age_predictions"),
         node(plot_error_by_band, "evaluation_metrics", "error_by_group_plot", name="plot_error_by_group"),

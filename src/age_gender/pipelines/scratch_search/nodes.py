@@ -56,7 +56,7 @@ def train_candidate(face_cache, face_splits: pd.DataFrame, checkpoints: str, can
         return {"status": "failed", "error": "non-finite scores", **described}
     return {"status": "ok", **architecture_of(candidate),
             "val2_gender_accuracy": scores["gender_accuracy"], "val2_age_mae": scores["age_mae"],
-            "n_val2": scores["n"], "epochs_run": result.epochs_run,
+            "n_val2": scores["n"], "epochs_run": result.epochs_run, "out_of_time": result.out_of_time,
             "train_seconds": round(result.train_seconds, 1), "parameters": int(result.model.count_params())}
 
 
