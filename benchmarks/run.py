@@ -412,18 +412,36 @@ def bench_paper_fine_tune(quick: bool) -> dict:
             "backbone": "xception", "input_size": size, "unfrozen_layers": 2, "batch_size": batch}
 
 
+BENCHMARKS = ("bench_ingestion", "bench_input_vs_model", "bench_input_pipelines", "bench_mixed_precision",
+              "bench_determinism", "bench_paper_scratch", "bench_fine_tune_and_inference", "bench_paper_fine_tune")
+
+
 def _child(name: str, quick: bool, queue) -> None:
-    result = globals()[name](quick)
-    result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    try:
+        result = globals()[name](quick)
+        result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    except Exception as error:  # reported by the parent: one failed benchmark never hangs the run
+        result = {"error": f"{type(error).__name__}: {error}"}
     queue.put(result)
 
 
 def run_isolated(name: str, quick: bool) -> dict:
+    """Run one benchmark in a fresh process; a crash or a kill (out of memory) becomes
+    ``{"error": ...}`` instead of a parent waiting forever."""
+    import queue as queues
+
     context = mp.get_context("spawn")
     queue = context.Queue()
     process = context.Process(target=_child, args=(name, quick, queue))
     process.start()
-    result = queue.get()
+    while True:
+        try:
+            result = queue.get(timeout=5)
+            break
+        except queues.Empty:
+            if not process.is_alive():
+                result = {"error": f"the benchmark process died (exit code {process.exitcode})"}
+                break
     process.join()
     return result
 
@@ -454,11 +472,12 @@ def main() -> None:
     parser.add_argument("--output", default=str(REPO / "data" / "08_reporting" / "benchmarks.json"))
     parser.add_argument("--only", nargs="*", help="names of benchmarks to run")
     args = parser.parse_args()
-    if not archive_path().is_file():
+    if not archive_path().exists():
         sys.exit(f"benchmarks need the UTKFace archive at {archive_path()} (set UTKFACE_ARCHIVE)")
-    names = args.only or ["bench_ingestion", "bench_input_vs_model", "bench_input_pipelines", "bench_mixed_precision", "bench_determinism",
-                          "bench_paper_scratch",
-                          "bench_fine_tune_and_inference", "bench_paper_fine_tune"]
+    unknown = [name for name in args.only or () if name not in BENCHMARKS]
+    if unknown:
+        sys.exit(f"unknown benchmark(s) {unknown}; known: {', '.join(BENCHMARKS)}")
+    names = args.only or list(BENCHMARKS)
     report = {**machine(), "quick": args.quick, "results": {}}
     for name in names:
         started = time.perf_counter()
@@ -475,6 +494,9 @@ def main() -> None:
     os.replace(tmp, output)
     print(f"\n{'metric':45s} value\n" + "\n".join(f"{k:45s} {v}" for k, v in flat.items()))
     print(f"\nmachine: {report['machine']} ({report['cores']} cores); written to {output}")
+    failed = {name: result["error"] for name, result in report["results"].items() if "error" in result}
+    if failed:
+        sys.exit(f"{len(failed)} benchmark(s) failed: " + "; ".join(f"{k}: {v}" for k, v in failed.items()))
 
 
 if __name__ == "__main__":

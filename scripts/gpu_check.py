@@ -446,7 +446,8 @@ def main(argv: list[str] | None = None) -> int:
                       "scratch_training.input_size": size, "scratch_training.width_multiplier": width,
                       "scratch_training.batch_size": mode["scratch_batch"], "scratch_training.time_budget_minutes": 3,
                       "scratch_training.min_delta": 0.1, "scratch.use_search_winner": False,
-                      "device.mixed_precision": "auto", "device.jit_compile": True}
+                      "device.mixed_precision": "auto", "device.jit_compile": True,
+                      **split}  # the split settings the table was drawn with, or the run is refused
             result = runner.kedro("kedro_scratch", "scratch,evaluation", params, 200, env="paper")
             metrics_file = Path(args.project) / "data" / "08_reporting" / "test_metrics" / "scratch.json"
             if metrics_file.exists():

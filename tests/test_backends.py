@@ -61,7 +61,7 @@ def projects(tmp_path_factory, sample_archive):
     shutil.copytree(tf_root, jax_root)
     run_kedro(tf_root, "scratch", TINY)
     run_kedro(tf_root, "evaluation", TINY)  # evaluation owns the test split
-    scratch_params = {k: TINY[k] for k in ("scratch_training", "scratch", "device")}
+    scratch_params = {k: TINY[k] for k in ("split", "scratch_training", "scratch", "device")}
     command = [sys.executable, "-m", "kedro", "run", "--pipelines", "scratch,evaluation",
                "--params", ",".join(_params_arg(scratch_params))]
     done = subprocess.run(command, cwd=jax_root, env=_jax_env(), capture_output=True, text=True, timeout=600)

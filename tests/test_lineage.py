@@ -52,10 +52,10 @@ def test_consumer_refuses_splits_of_another_ingestion_with_one_line():
     splits = pd.DataFrame({"file_name": manifest["file_name"], "cache_index": range(5),
                            "age": manifest["age"], "gender": manifest["gender"],
                            "split": ["train"] * 5})
-    assert check_same_ingestion(cache, stamp_splits(splits, cache.ingestion_id)) == cache.ingestion_id
-    assert len(select_split(cache, stamp_splits(splits, cache.ingestion_id), 32, ["train"])) == 5
+    assert check_same_ingestion(cache, stamp_splits(splits, cache.ingestion_id, {})) == cache.ingestion_id
+    assert len(select_split(cache, stamp_splits(splits, cache.ingestion_id, {}), 32, ["train"])) == 5
 
-    other = stamp_splits(splits, "ab" * 32)
+    other = stamp_splits(splits, "ab" * 32, {})
     with pytest.raises(LineageError) as error:
         select_split(cache, other, 32, ["train"])
     message = str(error.value)
@@ -65,7 +65,7 @@ def test_consumer_refuses_splits_of_another_ingestion_with_one_line():
     with pytest.raises(LineageError, match="face_splits carries no ingestion id.*pipeline split"):
         check_same_ingestion(cache, splits)
     with pytest.raises(LineageError, match="face_cache carries no ingestion identity.*ingestion"):
-        check_same_ingestion(FaceCache(dict(cache), None), stamp_splits(splits, cache.ingestion_id))
+        check_same_ingestion(FaceCache(dict(cache), None), stamp_splits(splits, cache.ingestion_id, {}))
     # arrays built in memory (no identity at all) are not checked
     assert check_same_ingestion({"32px": np.zeros((5, 32, 32, 3))}, splits) is None
 
@@ -199,3 +199,19 @@ def test_last_line_of_a_failed_run_names_cause_and_fix():
                                   "Fix: rerun `kedro run --pipeline split`.")
     line = last_line(KeyError("age"), node="split_faces")
     assert line.startswith("ERROR in node split_faces: KeyError: 'age'. Fix: ") and "\n" not in line
+
+
+def test_split_id_follows_the_split_settings_and_models_record_theirs():
+    from age_gender.lineage import check_split_settings, check_trained_on, splits_split_id
+
+    splits = stamp_splits(pd.DataFrame({"cache_index": [0, 1], "split": ["train", "test"]}), "ab" * 32,
+                          {"seed": 42, "test_size": 1})
+    check_split_settings(splits, {"test_size": 1, "seed": 42})  # same settings, any key order
+    with pytest.raises(LineageError, match="drawn with other split settings"):
+        check_split_settings(splits, {"seed": 7, "test_size": 1})
+    check_trained_on(splits, "scratch", {"split_id": splits_split_id(splits)})
+    check_trained_on(splits, "scratch", None)  # not trained: nothing to judge
+    with pytest.raises(LineageError, match=r"scratch_model records no split id"):
+        check_trained_on(splits, "scratch", {"epochs_run": 3})
+    with pytest.raises(LineageError, match=r"transfer_model was trained on another split table"):
+        check_trained_on(splits, "transfer", {"split_id": "cd" * 32})

@@ -24,10 +24,10 @@ class RuntimeHooks:
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:
         for name in RAW_INPUTS:
             if name in pipeline.inputs() and not catalog.exists(name):
-                where = getattr(catalog.get(name), "_filepath", "?")
-                raise DatasetError(
-                    f"The run needs '{name}' but nothing is at '{where}'. {DATA_HELP}"
-                )
+                dataset = catalog.get(name)
+                where = getattr(dataset, "_filepath", "?")
+                advice = getattr(dataset, "help", None) or DATA_HELP  # each raw input names its own setting
+                raise DatasetError(f"The run needs '{name}' but nothing is at '{where}'. {advice}")
 
 
 class ParameterValidationHooks:
@@ -146,11 +146,13 @@ def check_outputs_writable(pipeline: Any, catalog: Any) -> None:
 
 def check_splits_and_lineage(pipeline: Any, catalog: Any) -> None:
     """When a run reads ``face_splits`` made by an earlier run: every split the models need
-    (train, val1, val2, test) must be there and non-empty, and when it also reads ``face_cache``,
-    both must come from the same ingestion. Raises ``ActionableError`` / ``LineageError``."""
+    (train, val1, val2, test) must be there and non-empty; when it also reads ``face_cache``,
+    both must come from the same ingestion; the table must have been drawn with this run's
+    ``split`` parameters; and every model trained by an earlier run (a ``{model}_training_info``
+    input) must have been trained on this table. Raises ``ActionableError`` / ``LineageError``."""
     import pandas as pd
 
-    from age_gender.lineage import check_same_ingestion
+    from age_gender.lineage import check_same_ingestion, check_split_settings, check_trained_on
 
     inputs = pipeline.inputs()
     if "face_splits" not in inputs or not catalog.exists("face_splits"):
@@ -166,6 +168,10 @@ def check_splits_and_lineage(pipeline: Any, catalog: Any) -> None:
                               "rerun `kedro run --pipeline split` with settings that fill every split")
     if "face_cache" in inputs and catalog.exists("face_cache"):
         check_same_ingestion(catalog.load("face_cache"), splits)
+    check_split_settings(splits, catalog.load("parameters")["split"])
+    for name in sorted(inputs):  # models trained by an earlier run are judged on their own split only
+        if name.endswith("_training_info") and catalog.exists(name):
+            check_trained_on(splits, name.removesuffix("_training_info"), catalog.load(name))
 
 
 def last_line(error: BaseException, node: str | None = None) -> str:
@@ -176,18 +182,21 @@ def last_line(error: BaseException, node: str | None = None) -> str:
     ``WeightsUnavailable``); else the innermost exception's type and first message line.
     """
     where = f" in node {node}" if node else ""
-    seen, current, innermost, own = set(), error, error, None
+    seen, current, innermost, own, dataset_error = set(), error, error, None, None
     while current is not None and id(current) not in seen:
         seen.add(id(current))
         if isinstance(current, ActionableError):
             return f"ERROR: {current.cause}. Fix: {current.fix}."
         if own is None and type(current).__module__.startswith("age_gender."):
             own = current
+        if isinstance(current, DatasetError):
+            dataset_error = current  # the innermost one: a dataset's own message, not Kedro's wrapper
         innermost = current
         current = current.__cause__ or current.__context__
-    if own is not None:
-        message = " ".join(str(own).split())
-        return f"ERROR{where}: {type(own).__name__}: {message}"
+    if own is not None or dataset_error is not None:
+        chosen = own if own is not None else dataset_error
+        message = " ".join(str(chosen).split())
+        return f"ERROR{where}: {type(chosen).__name__}: {message}"
     message = (str(innermost).strip().splitlines() or [""])[0]
     return (f"ERROR{where}: {type(innermost).__name__}: {message.rstrip('.')}. Fix: see the message "
             "above (the traceback is for a bug report); correct the input or setting it names and rerun.")

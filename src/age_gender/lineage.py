@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 ID_COLUMN = "ingestion_id"
+SPLIT_COLUMN = "split_id"  # the ingestion id and the split settings the table was drawn with
 IDENTITY_FILE = "identity.json"
 SHORT = 12  # hex digits shown in messages
 
@@ -129,9 +130,60 @@ def check_manifest_matches_cache(face_manifest: pd.DataFrame, face_cache: Mappin
     return cache_id
 
 
-def stamp_splits(face_splits: pd.DataFrame, identity: str) -> pd.DataFrame:
-    """``face_splits`` with the column ``ingestion_id`` (the same string on every row)."""
-    return face_splits.assign(**{ID_COLUMN: pd.Categorical([identity] * len(face_splits))})
+def split_id(identity: str, split_params: Mapping[str, Any]) -> str:
+    """The identity of one split table: sha256 (64 hex digits) over its ingestion id and the
+    ``split`` parameters it was drawn with (seed, sizes, fractions, age bands): the same id means
+    the same rows in the same splits."""
+    import json
+
+    settings = json.dumps(dict(split_params), sort_keys=True, default=str)
+    return hashlib.sha256(f"{identity}\n{settings}".encode()).hexdigest()
+
+
+def stamp_splits(face_splits: pd.DataFrame, identity: str, split_params: Mapping[str, Any]) -> pd.DataFrame:
+    """``face_splits`` with the columns ``ingestion_id`` and ``split_id`` (the same string on
+    every row)."""
+    n = len(face_splits)
+    return face_splits.assign(**{ID_COLUMN: pd.Categorical([identity] * n),
+                                 SPLIT_COLUMN: pd.Categorical([split_id(identity, split_params)] * n)})
+
+
+def splits_split_id(face_splits: pd.DataFrame) -> str:
+    """The ``split_id`` of a split table; training infos record it so that evaluation can refuse
+    a model trained on other rows. Raises ``LineageError`` when the table has none or several."""
+    if SPLIT_COLUMN not in face_splits.columns:
+        raise LineageError("face_splits carries no split id (made by an older version)",
+                           "rerun `kedro run --pipeline split`")
+    values = pd.unique(face_splits[SPLIT_COLUMN].astype(str))
+    if len(values) != 1:
+        raise LineageError(f"face_splits mixes {len(values)} split tables", "rerun `kedro run --pipeline split`")
+    return str(values[0])
+
+
+def check_split_settings(face_splits: pd.DataFrame, split_params: Mapping[str, Any]) -> None:
+    """Refuse a split table drawn with other ``split`` parameters than the run's (a changed seed,
+    test size, subset size, e.g. ``--env full`` without rerunning ``split``): training on it would
+    silently ignore the settings. Raises ``LineageError``."""
+    stored = splits_split_id(face_splits)
+    wanted = split_id(splits_ingestion_id(face_splits), split_params)
+    if stored != wanted:
+        raise LineageError(f"face_splits was drawn with other split settings than this run's `split` "
+                           f"parameters (split id {short(stored)} vs {short(wanted)})",
+                           "rerun `kedro run --pipeline split` with this run's --env and --params")
+
+
+def check_trained_on(face_splits: pd.DataFrame, model: str, info: Mapping[str, Any] | None) -> None:
+    """Refuse to judge ``model`` (its ``{model}_training_info``) on a split table other than the
+    one it was trained on: its test rows could be faces it trained on. Raises ``LineageError``."""
+    if info is None:
+        return  # not trained yet: evaluation skips it
+    current = splits_split_id(face_splits)
+    trained = info.get(SPLIT_COLUMN)
+    if trained != current:
+        what = ("records no split id (trained by an older version)" if trained is None else
+                f"was trained on another split table (split id {short(trained)} vs {short(current)} now)")
+        raise LineageError(f"{model}_model {what}; its test rows may include faces it trained on",
+                           f"rerun `kedro run --pipeline {model}` (or restore the split it was trained on)")
 
 
 def splits_ingestion_id(face_splits: pd.DataFrame) -> str:

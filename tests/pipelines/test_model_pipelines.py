@@ -158,14 +158,17 @@ def test_predict_on_ordinary_photos(project, archive_members, tmp_path):
     folder = tmp_path / "photos"
     folder.mkdir()
     photo.save(folder / "two.jpg")
+    photo.save(folder / "two.png")  # the same stem: both annotations are kept
     Image.new("RGB", (300, 200), (20, 120, 20)).save(folder / "landscape.png")
     run_kedro(project, "predict", {**TINY, "photos": str(folder)})
     table = pd.read_csv(project / "data" / "07_model_output" / "photo_predictions.csv")
     report = _json(project, "predict_report.json")
-    assert report["no_face"] == ["landscape.png"] and report["photos_seen"] == 2
-    assert set(table["file"]) == {"two.jpg"} and len(table) >= 1
+    assert report["no_face"] == ["landscape.png"] and report["photos_seen"] == 3
+    assert set(table["file"]) == {"two.jpg", "two.png"} and len(table) >= 2
     assert table["gender_prob"].between(0.5, 1).all() and table["age"].gt(0).all()
-    assert (project / "data" / "07_model_output" / "annotated_photos" / "two.jpg").exists()
+    annotated = project / "data" / "07_model_output" / "annotated_photos"
+    assert report["annotated"]["two.png"] == "two.png.jpg"
+    assert (annotated / "two.jpg.jpg").exists() and (annotated / "two.png.jpg").exists()
 
 
 def _copy_for_training(project, target):
@@ -203,6 +206,26 @@ def test_the_same_scratch_run_twice_gives_the_same_metrics(project, tmp_path):
                      for root, _ in runs)
     assert first == second
     assert set(first[0]) == {"scratch"} and first[1]["val_loss"]  # a real model, judged
+
+
+def test_models_and_splits_of_other_split_settings_are_refused_before_any_node(project, tmp_path):
+    """A re-split (another seed) after training: evaluation would score the old models on test rows
+    they trained on, and training would ignore the run's split settings; both are refused."""
+    import shutil
+
+    from age_gender.lineage import LineageError
+
+    root = tmp_path / "resplit"
+    shutil.copytree(project, root)
+    resplit = {**TINY, "split": {**TINY["split"], "seed": 7}}
+    run_kedro(root, "split", resplit)
+    before = (root / "data" / "08_reporting" / "evaluation_metrics.json").read_bytes()
+    with pytest.raises(LineageError, match=r"scratch_model was trained on another split table .*"
+                                           r"rerun `kedro run --pipeline scratch`"):
+        run_kedro(root, "evaluation", resplit)
+    assert (root / "data" / "08_reporting" / "evaluation_metrics.json").read_bytes() == before
+    with pytest.raises(LineageError, match=r"face_splits was drawn with other split settings"):
+        run_kedro(root, "scratch", TINY)  # seed 42, but the table now holds the seed-7 split
 
 
 def test_a_fit_stopped_by_its_budget_is_flagged_and_ends_the_run_with_a_warning(project, caplog):

@@ -91,7 +91,7 @@ def comparison(test_metrics: Mapping[str, Any], paired: list[Mapping[str, Any]] 
               f"| {_with_interval(r['age_mae'], r['age_mae_ci'], 1, 3)} | {r['n']} | {r['source']} |"
               for r in rows]
     markdown = "\n".join(lines) + "\n\nStudy numbers are on its own 499-image validation split; this " \
-        "project's are on its held-out test split, drawn outside the 5,000-image training subset. " \
+        "project's are on its held-out test split (n above), drawn first and never trained or early-stopped on. " \
         "Intervals: 95 % percentile bootstrap over the test rows.\n"
     paired = list(paired or [])
     if paired:

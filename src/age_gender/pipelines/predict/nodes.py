@@ -3,6 +3,7 @@ cropped, predict, and draw the result on each photo."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 from collections.abc import Mapping
 from typing import Any
@@ -29,6 +30,16 @@ def _photo(data: bytes, max_pixels: int) -> np.ndarray | str:
     return np.asarray(image)
 
 
+def _annotated_name(name: str, taken: Mapping[str, Any]) -> str:
+    """A file name (without ``.jpg``) for the annotated copy of photo ``name`` that no other photo
+    of the run has: its path with ``/`` as ``__`` and its own suffix kept (``face.png`` and
+    ``face.jpg`` stay apart); a clash left (``a/b.jpg`` and ``a__b.jpg``) gets a hash of the path."""
+    key = name.replace("/", "__")
+    if key in taken:
+        key = f"{key}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
+    return key
+
+
 def predict_photos(photos: FaceSource, params: Mapping[str, Any], inference: Mapping[str, Any] | None,
                    **models):
     """Predictions table, one annotated JPEG per photo, and a report of photos without faces.
@@ -41,7 +52,7 @@ def predict_photos(photos: FaceSource, params: Mapping[str, Any], inference: Map
     size = int(model.input_shape[1])
     rows, annotated = [], {}
     report = {"photos_seen": photos.files_seen, "no_face": [], "unreadable": {},
-              "refused": dict(photos.refused), "model": params["model"]}
+              "refused": dict(photos.refused), "model": params["model"], "annotated": {}}
     for name, data in sorted(photos.members):
         photo = _photo(data, int(params["max_pixels"]))
         if isinstance(photo, str):
@@ -64,6 +75,8 @@ def predict_photos(photos: FaceSource, params: Mapping[str, Any], inference: Map
             draw.rectangle([x, y, x + w, y + h], outline=(255, 40, 40), width=max(2, w // 60))
             draw.text((x, max(0, y - 12)), f"{age:.0f} {GENDERS[gender]} ({rows[-1]['gender_prob']:.2f})",
                       fill=(255, 40, 40))
-        annotated[name.replace("/", "__").rsplit(".", 1)[0]] = image
+        key = _annotated_name(name, annotated)
+        annotated[key] = image
+        report["annotated"][name] = f"{key}.jpg"  # photo -> its file in annotated_photos/
     report["faces"] = len(rows)
     return pd.DataFrame(rows, columns=COLUMNS), annotated, report

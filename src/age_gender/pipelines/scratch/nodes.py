@@ -7,6 +7,7 @@ from typing import Any
 
 import pandas as pd
 
+from age_gender.lineage import splits_split_id
 from age_gender.reporting import plot_learning_curves
 from age_gender.scratch import architecture_of, fit_cnn
 from age_gender.training import training_info
@@ -32,6 +33,7 @@ def train_scratch_model(face_cache: Mapping[str, Any], face_splits: pd.DataFrame
     architecture = choose_architecture(scratch, winner)
     settings = {**training, **(scratch.get("training") or {})}
     result = fit_cnn(face_cache, face_splits, architecture, settings, device, ["train", "val1"], ["val2"], checkpoints)
-    info = training_info(result, model="scratch", architecture=architecture, input_size=int(settings["input_size"]))
+    info = training_info(result, model="scratch", architecture=architecture, input_size=int(settings["input_size"]),
+                         split_id=splits_split_id(face_splits))
     curves = plot_learning_curves(result.history, f"CNN from scratch {architecture}")
     return result.model, result.history, info, curves

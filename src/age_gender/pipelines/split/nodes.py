@@ -56,7 +56,7 @@ def _refuse_empty(counts: dict[str, int], params: dict[str, Any]) -> None:
                        f"{dict(params['fractions'])}")
             raise ActionableError(f"{setting} leaves the '{name}' split empty",
                                   "choose settings that give every split at least one image "
-                                  "(e.g. split.test_size: 500)")
+                                  f"(e.g. a larger {'split.test_size' if name == 'test' else 'split.subset_size'})")
 
 
 def split_faces(face_manifest: pd.DataFrame, face_cache: Any,
@@ -105,10 +105,11 @@ def split_faces(face_manifest: pd.DataFrame, face_cache: Any,
     }).sort_values("cache_index").reset_index(drop=True)
     counts = {name: int((table["split"] == name).sum()) for name in SPLITS}
     _refuse_empty(counts, params)
-    table = stamp_splits(table, identity)
+    table = stamp_splits(table, identity, params)
     summary = {
         "seed": int(params["seed"]),
         "ingestion_id": identity,
+        "split_id": str(table["split_id"].iloc[0]),
         "counts": counts,
         "female_share": {name: round(float(table.loc[table["split"] == name, "gender"].mean()), 4)
                          for name in SPLITS[:4] if (table["split"] == name).any()},

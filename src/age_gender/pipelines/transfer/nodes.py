@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from age_gender import transfer
+from age_gender.lineage import splits_split_id
 from age_gender.reporting import plot_learning_curves, plot_val2_scatter
 from age_gender.training import check_epochs, fit_model, select_split, training_info
 
@@ -112,7 +113,8 @@ def train_transfer_model(face_cache, face_splits: pd.DataFrame, features, proven
                        train, val, settings=settings, device=device, checkpoint_dir=checkpoints, identity=identity)
     info = training_info(result, model="transfer", backbone=name, pretrained=bool(provenance[name]["pretrained"]),
                          weights=provenance[name]["weights"], input_size=size, head=dict(best_head),
-                         unfrozen_layers=len(unfrozen) or int(fine["unfreeze_last"]))
+                         unfrozen_layers=len(unfrozen) or int(fine["unfreeze_last"]),
+                         split_id=splits_split_id(face_splits))
     info["train_seconds"] = round(stage1_seconds + result.train_seconds, 1)
     curves = plot_learning_curves(result.history, f"Fine-tuning {name} (last {fine['unfreeze_last']} layers)")
     return result.model, {"head": head_history, "fine_tune": result.history}, info, curves
