@@ -137,3 +137,13 @@ def test_gpu_check_cpu_mode_runs_every_stage(sample_archive, tmp_path):
     assert result["largest_batch_bf16"] == 16 and stages["cnn10_bf16_b16"]["images_per_s"] > 0
     assert stages["kedro_scratch"]["ok"] and stages["kedro_scratch"]["scratch_test_metrics"]["n"] == 40
     assert pd.notna(stages["cnn10_bf16_b8"]["input_only_images_per_s"])
+
+
+def test_unit_tests_of_models_training_and_metrics_pass_on_jax():
+    """The library's unit tests (models, input pipeline, fit, metrics, transfer) again under
+    KERAS_BACKEND=jax, in a fresh process (the backend is fixed at Keras' import)."""
+    files = ["tests/test_models.py", "tests/test_training.py", "tests/test_metrics.py", "tests/test_transfer.py"]
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "not pipeline",
+                           *files], cwd=REPO, env=_jax_env(), capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert " passed" in done.stdout and "failed" not in done.stdout
