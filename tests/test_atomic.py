@@ -202,19 +202,26 @@ def _cache_state(project):
     return cache.identity, {k: v().shape for k, v in cache.items()}
 
 
-@pytest.mark.pipeline
-def test_killed_pipelines_leave_old_or_new_outputs_and_the_next_run_works(tmp_path, archive_members, monkeypatch):
-    """ingestion and split on real faces, SIGKILLed at each of their writes: every output is the
-    previous run's, whole and loadable; a killed ingestion leaves no half cache; a manifest newer
-    than the cache is refused by split; the next run works."""
+def _ingested_project(tmp_path, archive_members, monkeypatch, count: int):
+    """A project whose archive (UTKFACE_ARCHIVE) holds the first ``count`` well-named real faces,
+    ingested once; returns (project, archive path, every well-named (name, bytes) pair)."""
     from age_gender.faces import UTKFACE_NAME
 
     good = sorted((n, b) for n, b in archive_members.items() if UTKFACE_NAME.match(n.rsplit("/", 1)[-1]))
     project = make_project(tmp_path / "project")
     archive = tmp_path / "faces.tar.gz"
     monkeypatch.setenv("UTKFACE_ARCHIVE", str(archive))
-    write_tar(archive, dict(good[:100]))
+    write_tar(archive, dict(good[:count]))
     run_kedro(project, "ingestion", PARAMS)
+    return project, archive, good
+
+
+@pytest.mark.pipeline
+def test_killed_pipelines_leave_old_or_new_outputs_and_the_next_run_works(tmp_path, archive_members, monkeypatch):
+    """ingestion and split on real faces, SIGKILLed at each of their writes: every output is the
+    previous run's, whole and loadable; a killed ingestion leaves no half cache; a manifest newer
+    than the cache is refused by split; the next run works."""
+    project, archive, good = _ingested_project(tmp_path, archive_members, monkeypatch, 100)
     run_kedro(project, "split", PARAMS)
     before = {name: path.read_bytes() for name, path in _outputs(project).items()}
     cache_before = _cache_state(project)
@@ -254,15 +261,9 @@ def test_ingestion_killed_at_random_moments_never_leaves_a_broken_or_mixed_outpu
                                                                                    monkeypatch):
     """SIGKILL at seeded random moments of a real ingestion run: each time every output loads, and
     manifest and cache are either of one ingestion or refused by `split`; then a run works."""
-    from age_gender.faces import UTKFACE_NAME
     from age_gender.lineage import check_manifest_matches_cache
 
-    good = sorted((n, b) for n, b in archive_members.items() if UTKFACE_NAME.match(n.rsplit("/", 1)[-1]))
-    project = make_project(tmp_path / "project")
-    archive = tmp_path / "faces.tar.gz"
-    monkeypatch.setenv("UTKFACE_ARCHIVE", str(archive))
-    write_tar(archive, dict(good[:150]))
-    run_kedro(project, "ingestion", PARAMS)
+    project, archive, good = _ingested_project(tmp_path, archive_members, monkeypatch, 150)
 
     import yaml
 

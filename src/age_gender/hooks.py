@@ -35,12 +35,9 @@ class ParameterValidationHooks:
     (runtime ``--params`` included), before the first node runs (``age_gender.params``).
 
     A bad value stops the run with :class:`age_gender.params.ParameterError`, whose message is one
-    line; ``kedro run`` prints that line alone (no traceback) unless ``AGE_GENDER_TRACEBACK=1``.
+    line; ``kedro run`` prints that line alone (no traceback) unless ``AGE_GENDER_TRACEBACK=1``
+    (see :func:`_print_failures`).
     """
-
-    @hook_impl
-    def after_context_created(self, context: Any) -> None:
-        _print_parameter_errors_briefly()
 
     @hook_impl
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:
@@ -55,33 +52,19 @@ class ParameterValidationHooks:
         logger.info("Parameters checked: %s", ", ".join(groups) or "none read")
 
 
-def _print_parameter_errors_briefly() -> None:
-    """Make an uncaught ``ParameterError`` print as one ``ERROR:`` line on stderr instead of a
-    traceback (Kedro installs rich's traceback printer as ``sys.excepthook``); other exceptions
-    go to the previous hook unchanged. ``AGE_GENDER_TRACEBACK=1`` keeps the full traceback."""
-    import os
+def _parameter_error_line(error: BaseException) -> str | None:
+    """The one line for a parameter error (ours, or Kedro's from node type hints), else None."""
     import re
-    import sys
 
     from age_gender.params import ParameterError
 
-    previous = sys.excepthook
-    if getattr(previous, "_age_gender_parameters", False) or os.environ.get("AGE_GENDER_TRACEBACK") == "1":
-        return
-
-    def hook(kind, error, trace):
-        if isinstance(error, ParameterError):
-            print(f"ERROR: {error}", file=sys.stderr)
-            return
-        if type(error).__name__ == "ParameterValidationError":  # Kedro's, from node type hints
-            lines = [re.sub(r"^.*for parameter '[^']*': ", "", line.lstrip("- "))
-                     for line in str(error).splitlines()[1:] if line.strip()]
-            print(f"ERROR: {'; '.join(lines)}", file=sys.stderr)
-            return
-        previous(kind, error, trace)
-
-    hook._age_gender_parameters = True  # type: ignore[attr-defined]
-    sys.excepthook = hook
+    if isinstance(error, ParameterError):
+        return f"ERROR: {error}"
+    if type(error).__name__ == "ParameterValidationError":  # Kedro's, from node type hints
+        lines = [re.sub(r"^.*for parameter '[^']*': ", "", line.lstrip("- "))
+                 for line in str(error).splitlines()[1:] if line.strip()]
+        return f"ERROR: {'; '.join(lines)}"
+    return None
 
 
 # --- integrity: lineage, required splits, writable outputs, one last line on failure -------------
@@ -202,21 +185,24 @@ def last_line(error: BaseException, node: str | None = None) -> str:
             "above (the traceback is for a bug report); correct the input or setting it names and rerun.")
 
 
-def _print_last_line_after_traceback() -> None:
-    """Wrap ``sys.excepthook`` (Kedro's rich traceback) so that a failed ``kedro run`` prints its
-    traceback, then :func:`last_line` as the very last line on stderr."""
+def _print_failures() -> None:
+    """Wrap ``sys.excepthook`` (Kedro's rich traceback) once, so that a failed ``kedro run`` ends
+    with one line on stderr: a parameter error prints only its line (no traceback unless
+    ``AGE_GENDER_TRACEBACK=1``); any other failure prints its traceback, then :func:`last_line`."""
+    import os
+
     previous = sys.excepthook
-    if getattr(previous, "_age_gender_last_line", False):
+    if getattr(previous, "_age_gender_failures", False):
         return
 
     def hook(kind, value, traceback):
-        previous(kind, value, traceback)
-        if type(value).__name__ in ("ParameterError", "ParameterValidationError"):
-            return  # already printed as one line by ParameterValidationHooks
+        brief = _parameter_error_line(value)
+        if brief is None or os.environ.get("AGE_GENDER_TRACEBACK") == "1":
+            previous(kind, value, traceback)
         if isinstance(value, Exception):
-            print(last_line(value, IntegrityHooks.failed_node), file=sys.stderr, flush=True)
+            print(brief or last_line(value, IntegrityHooks.failed_node), file=sys.stderr, flush=True)
 
-    hook._age_gender_last_line = True  # type: ignore[attr-defined]
+    hook._age_gender_failures = True  # type: ignore[attr-defined]
     sys.excepthook = hook
 
 
@@ -229,7 +215,7 @@ class IntegrityHooks:
 
     @hook_impl
     def after_context_created(self, context: Any) -> None:
-        _print_last_line_after_traceback()
+        _print_failures()
 
     @hook_impl
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:

@@ -151,13 +151,7 @@ def stamp_splits(face_splits: pd.DataFrame, identity: str, split_params: Mapping
 def splits_split_id(face_splits: pd.DataFrame) -> str:
     """The ``split_id`` of a split table; training infos record it so that evaluation can refuse
     a model trained on other rows. Raises ``LineageError`` when the table has none or several."""
-    if SPLIT_COLUMN not in face_splits.columns:
-        raise LineageError("face_splits carries no split id (made by an older version)",
-                           "rerun `kedro run --pipeline split`")
-    values = pd.unique(face_splits[SPLIT_COLUMN].astype(str))
-    if len(values) != 1:
-        raise LineageError(f"face_splits mixes {len(values)} split tables", "rerun `kedro run --pipeline split`")
-    return str(values[0])
+    return _table_id(face_splits, SPLIT_COLUMN, "split id", "split tables")
 
 
 def check_split_settings(face_splits: pd.DataFrame, split_params: Mapping[str, Any]) -> None:
@@ -186,17 +180,22 @@ def check_trained_on(face_splits: pd.DataFrame, model: str, info: Mapping[str, A
                            f"rerun `kedro run --pipeline {model}` (or restore the split it was trained on)")
 
 
+def _table_id(face_splits: pd.DataFrame, column: str, what: str, several: str) -> str:
+    """The one value of ``column`` on every row of a split table; ``LineageError`` (rerun
+    ``split``) when the table has no such column or mixes several values."""
+    if column not in face_splits.columns:
+        raise LineageError(f"face_splits carries no {what} (made by an older version)",
+                           "rerun `kedro run --pipeline split`")
+    values = pd.unique(face_splits[column].astype(str))
+    if len(values) != 1:
+        raise LineageError(f"face_splits mixes {len(values)} {several}", "rerun `kedro run --pipeline split`")
+    return str(values[0])
+
+
 def splits_ingestion_id(face_splits: pd.DataFrame) -> str:
     """The ingestion id a split table was made from (the data key to stamp derived artefacts
     with). Raises ``LineageError`` when the table has none or several."""
-    if ID_COLUMN not in face_splits.columns:
-        raise LineageError("face_splits carries no ingestion id (made by an older version)",
-                           "rerun `kedro run --pipeline split`")
-    values = pd.unique(face_splits[ID_COLUMN].astype(str))
-    if len(values) != 1:
-        raise LineageError(f"face_splits mixes {len(values)} ingestions",
-                           "rerun `kedro run --pipeline split`")
-    return str(values[0])
+    return _table_id(face_splits, ID_COLUMN, "ingestion id", "ingestions")
 
 
 def check_same_ingestion(face_cache: Mapping[str, Any], face_splits: pd.DataFrame) -> str | None:

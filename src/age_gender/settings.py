@@ -12,8 +12,7 @@ from age_gender.hooks import IntegrityHooks, ParameterValidationHooks, RuntimeHo
 from age_gender.project_config import RememberContext
 
 # pluggy calls the hook registered last first: RememberContext keeps the context for the dynamic
-# scratch_search pipeline, parameters are checked before anything else, and
-# ParameterValidationHooks' one-line printer sits inside IntegrityHooks' last-line printer.
+# scratch_search pipeline, and parameters are checked before anything else.
 HOOKS = (TrainingHooks(), RuntimeHooks(), IntegrityHooks(), ParameterValidationHooks(), RememberContext())
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
