@@ -412,8 +412,121 @@ def bench_paper_fine_tune(quick: bool) -> dict:
             "backbone": "xception", "input_size": size, "unfrozen_layers": 2, "batch_size": batch}
 
 
+def _fine_tune_variant(variant: dict):
+    """A MobileNetV2 fine-tuning model built as ``_fine_tune_model`` with one lever changed."""
+    from age_gender.models import (
+        BACKBONES,
+        build_backbone,
+        build_transfer_model,
+        build_two_headed_top,
+    )
+    from age_gender.models import unfreeze_last as unfreeze_layers
+    from age_gender.models.heads import build_feature_extractor
+    from age_gender.training import compile_multitask, dtype_policy
+
+    size = variant.get("size", 128)
+    with dtype_policy(variant.get("dtype")):
+        backbone = build_backbone("mobilenet_v2", size, str(weights_dir() / BACKBONES["mobilenet_v2"].local_file))
+        extractor = build_feature_extractor("mobilenet_v2", backbone, size)
+    model = build_transfer_model(extractor, build_two_headed_top(extractor.output_shape[-1], "dense-dropout", 256))
+    unfreeze_layers(backbone, variant.get("unfreeze", 40))
+    compile_multitask(model, 1e-4, {"age": 0.1, "gender": 1.0}, jit_compile=variant.get("jit", False))
+    return model
+
+
+TRANSFER_LEVERS = {  # name -> what differs from conf/base's fine-tuning (MobileNetV2, 128 px, last 40, batch 32)
+    "configured": {},
+    "xla_jit": {"jit": True},
+    "mixed_bfloat16": {"dtype": "mixed_bfloat16"},
+    "batch_64": {"batch": 64},
+    "unfreeze_20": {"unfreeze": 20},
+    "unfreeze_0_frozen_forward": {"unfreeze": 0},
+    "input_96px": {"size": 96},
+}
+
+
+def bench_transfer_levers(quick: bool) -> dict:
+    """What bounds a fine-tuning epoch of the default ``transfer`` on this CPU: images/s of the
+    configured step against one lever changed at a time (alternating rounds, best of each), and
+    the frozen forward pass alone (``unfreeze_0``: no backward at all) as the floor of any
+    backbone-in-the-loop step. Augmentation runs in the tf.data pipeline as in training."""
+    import pandas as pd
+
+    from age_gender.training import FaceArrays, augmentation, make_dataset
+
+    data = {}
+    for size in sorted({v.get("size", 128) for v in TRANSFER_LEVERS.values()}):
+        images, ages, genders, _ = _sample(192, size)
+        data[size] = FaceArrays(images, ages, genders, pd.DataFrame({"cache_index": range(len(ages))}))
+    models, datasets = {}, {}
+    for name, variant in TRANSFER_LEVERS.items():
+        if quick and name not in ("configured", "xla_jit"):
+            continue
+        models[name] = _fine_tune_variant(variant)
+        datasets[name] = make_dataset(data[variant.get("size", 128)], variant.get("batch", 32), shuffle=True,
+                                      seed=0, augment=augmentation(AUGMENT, 0))
+    best = dict.fromkeys(models, 0.0)
+    for _ in range(1 if quick else 2):
+        for name, model in models.items():
+            best[name] = max(best[name], _timed_fit(model, datasets[name], 2 if quick else 5, warmup=2))
+    base = best["configured"]
+    return {"images_per_s": {k: round(v, 1) for k, v in best.items()},
+            "ratio_to_configured": {k: round(v / base, 2) for k, v in best.items()}}
+
+
+SCRATCH_LEVERS = {  # name -> what differs from conf/base's scratch CNN 10 (64 px, x0.25, bfloat16, batch 64)
+    "configured": {},
+    "float32": {"dtype": None},
+    "xla_jit": {"jit": True},
+    "batch_128": {"batch": 128},
+    "avg_pooling": {"pooling": "avg"},
+}
+
+
+def bench_scratch_levers(quick: bool) -> dict:
+    """What bounds a training epoch of the default ``scratch`` on this CPU: images/s of the
+    configured step (mixed bfloat16 where the CPU has it, as ``device.mixed_precision: auto``
+    picks) against one lever changed at a time, alternating rounds, best of each."""
+    import numpy as np
+    import pandas as pd
+
+    from age_gender.models import build_multitask_cnn
+    from age_gender.training import (
+        FaceArrays,
+        augmentation,
+        compile_multitask,
+        cpu_has_bfloat16,
+        make_dataset,
+    )
+
+    size = BASE["input_size"]
+    images, ages, genders, _ = _sample(512, size)
+    data = FaceArrays(images, ages, genders, pd.DataFrame({"cache_index": range(len(ages))}))
+    configured_dtype = "mixed_bfloat16" if cpu_has_bfloat16() else None
+    models, datasets = {}, {}
+    for name, variant in SCRATCH_LEVERS.items():
+        if quick and name not in ("configured", "batch_128"):
+            continue
+        model = build_multitask_cnn(input_size=size, width_multiplier=BASE["width_multiplier"],
+                                    age_mean=float(np.mean(ages)), dtype=variant.get("dtype", configured_dtype),
+                                    pooling=variant.get("pooling", "flatten"), **CNN10)
+        compile_multitask(model, 1e-3, {"age": 0.1, "gender": 1.0}, jit_compile=variant.get("jit", False))
+        models[name] = model
+        datasets[name] = make_dataset(data, variant.get("batch", BASE["batch_size"]), shuffle=True, seed=0,
+                                      augment=augmentation(AUGMENT, 0))
+    best = dict.fromkeys(models, 0.0)
+    for _ in range(1 if quick else 3):
+        for name, model in models.items():
+            best[name] = max(best[name], _timed_fit(model, datasets[name], 3 if quick else 6, warmup=2))
+    base = best["configured"]
+    return {"configured_dtype": configured_dtype or "float32",
+            "images_per_s": {k: round(v, 1) for k, v in best.items()},
+            "ratio_to_configured": {k: round(v / base, 2) for k, v in best.items()}}
+
+
 BENCHMARKS = ("bench_ingestion", "bench_input_vs_model", "bench_input_pipelines", "bench_mixed_precision",
-              "bench_determinism", "bench_paper_scratch", "bench_fine_tune_and_inference", "bench_paper_fine_tune")
+              "bench_determinism", "bench_paper_scratch", "bench_fine_tune_and_inference", "bench_paper_fine_tune",
+              "bench_transfer_levers", "bench_scratch_levers")
 
 
 def _child(name: str, quick: bool, queue) -> None:

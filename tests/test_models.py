@@ -74,3 +74,31 @@ def test_save_load_round_trip_gives_identical_predictions(tmp_path):
     before, after = model.predict(images, verbose=0), loaded.predict(images, verbose=0)
     assert np.array_equal(before["age"], after["age"]) and np.array_equal(before["gender"], after["gender"])
     assert [p.name for p in tmp_path.iterdir()] == ["m.keras"]
+
+
+def test_distribution_age_head_predicts_the_expected_age_and_penalises_its_variance(tmp_path):
+    from age_gender.datasets import KerasModelDataset
+    from age_gender.models.layers import AgeExpectation
+
+    probabilities = np.zeros((2, 117), np.float32)
+    probabilities[0, 30] = 1.0
+    probabilities[1, [20, 40]] = 0.5
+    layer = AgeExpectation(116, variance_weight=0.1)
+    ages = keras.ops.convert_to_numpy(layer(probabilities))
+    assert ages.shape == (2, 1) and np.allclose(ages.ravel(), [30.0, 30.0])
+    assert np.isclose(float(keras.ops.convert_to_numpy(layer.losses[0])), 0.1 * (0 + 100) / 2)  # Var: 0 and 100
+
+    model = build_multitask_cnn(age_mean=41.0, age_std=12.0, age_head="distribution", variance_weight=0.01, **SMALL)
+    images = np.random.default_rng(0).uniform(0, 255, (8, 16, 16, 3)).astype(np.float32)
+    age = keras.ops.convert_to_numpy(model(images)["age"])
+    assert age.shape == (8, 1) and abs(float(age.mean()) - 41.0) < 6  # starts at the prior's mean age
+    model.compile(optimizer="adam", loss={"age": "mae", "gender": "binary_crossentropy"})
+    history = model.fit(images, {"age": np.full((8, 1), 30.0, np.float32), "gender": np.ones((8, 1), np.float32)},
+                        epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+    dataset = KerasModelDataset(str(tmp_path / "d.keras"))
+    dataset.save(model)
+    again = dataset.load()
+    assert np.allclose(model.predict(images, verbose=0)["age"], again.predict(images, verbose=0)["age"], atol=1e-5)
+    with pytest.raises(ValueError, match="age_head"):
+        build_multitask_cnn(age_head="ordinal", **SMALL)

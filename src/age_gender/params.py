@@ -118,6 +118,15 @@ class Augmentation(_Group):
     contrast: Rate
 
 
+class AgeHead(_Group):
+    """How the age is predicted (``models.cnn.age_gender_outputs``): one regression unit, or the
+    expectation of a softmax over the ages 0..116 (``distribution``) whose variance is penalised
+    with ``variance_weight`` (mean-variance loss; 0: off; ignored by ``regression``)."""
+
+    kind: Literal["regression", "distribution"]
+    variance_weight: NonNegativeFloat
+
+
 # --- groups --------------------------------------------------------------------------------------
 
 
@@ -233,6 +242,7 @@ class ScratchTraining(_Group):
     warmup_epochs: NonNegativeFloat
     loss_weights: LossWeights
     age_loss: AgeLoss
+    age_head: AgeHead
     epochs: Count
     patience: Count
     time_budget_minutes: PositiveFloat | None
@@ -357,6 +367,7 @@ class Transfer(_Group):
     allow_random_init: bool
     loss_weights: LossWeights
     age_loss: AgeLoss
+    age_head: AgeHead
     head: Head
     head_search: HeadSearch
     hyperband: Hyperband

@@ -40,8 +40,10 @@ def fit_cnn(face_cache: Mapping[str, Any], face_splits: pd.DataFrame, architectu
     def build(dtype, augment):
         return build_multitask_cnn(input_size=size, age_mean=float(train.age.mean()),
                                    age_std=float(train.age.std()), dtype=dtype, augmentation=augment,
+                                   age_head=age_head["kind"], variance_weight=age_head["variance_weight"],
                                    **options)
 
-    identity = {"architecture": options, "train": list(train_splits), "val": list(val_splits)}
+    age_head = settings["age_head"]
+    identity = {"architecture": options, "age_head": dict(age_head), "train": list(train_splits), "val": list(val_splits)}
     return fit_model(build, train, val, settings=settings, device=device, checkpoint_dir=checkpoint_dir,
                      identity=identity, cpu_bfloat16=True)

@@ -135,7 +135,7 @@ def head_settings(params: Mapping[str, Any]) -> dict[str, Any]:
     return {"structure": head["structure"], "units": head["units"], "dropout": head["dropout"],
             "learning_rate": head["learning_rate"], "epochs": head["epochs"], "patience": head["patience"],
             "batch_size": head["batch_size"], "loss_weights": params["loss_weights"],
-            "age_loss": params["age_loss"], "seed": int(params["seed"])}
+            "age_loss": params["age_loss"], "age_head": dict(params["age_head"]), "seed": int(params["seed"])}
 
 
 def _targets(labels: FaceArrays) -> dict[str, np.ndarray]:
@@ -144,14 +144,15 @@ def _targets(labels: FaceArrays) -> dict[str, np.ndarray]:
 
 def fit_head(x_train: np.ndarray, train: FaceArrays, x_val: np.ndarray, val: FaceArrays, *, structure: str,
              units: int, dropout: float, learning_rate: float, epochs: int, patience: int, batch_size: int,
-             loss_weights: Mapping[str, float], age_loss: str, seed: int):
+             loss_weights: Mapping[str, float], age_loss: str, age_head: Mapping[str, Any], seed: int):
     """Train a two-headed top on features, early-stopping on ``val`` (best weights restored).
 
     Returns (top, history {metric: [float per epoch]}); raises NothingTrainedError for epochs < 1."""
     check_epochs(epochs, "transfer.head.epochs")
     set_seeds(seed)
     top = build_two_headed_top(x_train.shape[1], structure, int(units), float(dropout),
-                               age_mean=float(train.age.mean()), age_std=float(train.age.std()))
+                               age_mean=float(train.age.mean()), age_std=float(train.age.std()),
+                               age_head=age_head["kind"], variance_weight=float(age_head["variance_weight"]))
     compile_multitask(top, float(learning_rate), loss_weights, age_loss)
     history = top.fit(
         x_train, _targets(train), batch_size=int(batch_size), epochs=int(epochs), shuffle=True, verbose=0,
@@ -180,7 +181,8 @@ def tune_head(x_train: np.ndarray, train: FaceArrays, x_val: np.ndarray, val: Fa
     def build(hp):
         top = build_two_headed_top(
             x_train.shape[1], structure, hp.Int("units", hb["units_min"], hb["units_max"], step=hb["units_step"]),
-            settings["dropout"], age_mean=float(train.age.mean()), age_std=float(train.age.std()))
+            settings["dropout"], age_mean=float(train.age.mean()), age_std=float(train.age.std()),
+            age_head=settings["age_head"]["kind"], variance_weight=float(settings["age_head"]["variance_weight"]))
         compile_multitask(top, hp.Float("learning_rate", hb["lr_min"], hb["lr_max"], sampling="log"),
                           settings["loss_weights"], settings["age_loss"])
         return top

@@ -109,6 +109,7 @@ def test_a_fit_of_zero_epochs_is_refused_before_any_work(tmp_path):
     cache, table = _faces()
     training = {"input_size": 16, "width_multiplier": 0.125, "batch_size": 8, "learning_rate": 1e-3,
                 "lr_schedule": "constant", "loss_weights": {"age": 0.1, "gender": 1.0}, "age_loss": "huber",
+                "age_head": {"kind": "regression", "variance_weight": 0.0},
                 "epochs": 0, "patience": 1, "min_delta": 0.0, "seed": 1, "augmentation": None}
     with pytest.raises(NothingTrainedError, match="epochs must be an integer >= 1, got 0: a fit of no epoch"):
         train_scratch_model(cache, table, None, str(tmp_path / "ckpt"), {"architecture": ARCH}, training, {})

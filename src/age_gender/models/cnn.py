@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import keras
+import numpy as np
 from keras import layers
 
-from .layers import CrossStitch
+from .layers import AgeExpectation, CrossStitch
 
 STUDY_FILTERS = (64, 128, 256, 512)
 # Faster-moving batch-norm statistics than Keras's 0.99: with a few hundred steps per run the
@@ -40,16 +41,35 @@ def _dense(x, units: int, batch_norm: bool, l2: float, dropout: float, name: str
     return x
 
 
-def age_gender_outputs(age_features, gender_features, age_mean: float, age_std: float):
-    """The two heads: a sigmoid for gender, a linear unit for age rescaled to years.
+AGE_HEADS = ("regression", "distribution")
+MAX_AGE = 116  # UTKFace's oldest label; the distribution head's last bin
 
-    The age unit learns a standardised age; a fixed ``Rescaling`` maps it to years, so training
-    starts at the mean age instead of 0 and the saved model predicts years directly.
+
+def age_gender_outputs(age_features, gender_features, age_mean: float, age_std: float,
+                       age_head: str = "regression", variance_weight: float = 0.0):
+    """The two heads: a sigmoid for gender and an age in years.
+
+    ``age_head="regression"``: one linear unit learns a standardised age; a fixed ``Rescaling``
+    maps it to years, so training starts at the mean age instead of 0. ``"distribution"``: a
+    softmax over the whole ages 0..116 whose expectation is the age (``AgeExpectation``; with
+    ``variance_weight`` its variance is penalised, mean-variance loss); its bias starts as a
+    Gaussian around ``age_mean`` with ``age_std``, so training starts at the mean age too. Either
+    way the saved model's ``age`` output is (B, 1) float32 years.
     """
     gender = layers.Dense(1, activation="sigmoid", name="gender", dtype="float32")(gender_features)
-    age = layers.Dense(1, name="age_standardised", dtype="float32")(age_features)
-    age = layers.Rescaling(scale=float(age_std), offset=float(age_mean), name="age",
-                           dtype="float32")(age)
+    if age_head == "regression":
+        age = layers.Dense(1, name="age_standardised", dtype="float32")(age_features)
+        age = layers.Rescaling(scale=float(age_std), offset=float(age_mean), name="age",
+                               dtype="float32")(age)
+    elif age_head == "distribution":
+        prior = -0.5 * ((np.arange(MAX_AGE + 1) - float(age_mean)) / max(float(age_std), 1.0)) ** 2
+        logits = layers.Dense(MAX_AGE + 1, name="age_logits", dtype="float32",
+                              kernel_initializer=keras.initializers.GlorotUniform(),
+                              bias_initializer=keras.initializers.Constant(prior))(age_features)
+        probabilities = layers.Softmax(name="age_distribution", dtype="float32")(logits)
+        age = AgeExpectation(MAX_AGE, variance_weight, name="age", dtype="float32")(probabilities)
+    else:
+        raise ValueError(f"age_head must be one of {AGE_HEADS}, got {age_head!r}")
     return {"age": age, "gender": gender}
 
 
@@ -70,6 +90,8 @@ def build_multitask_cnn(
     dtype: str | None = None,
     name: str = "multitask_cnn",
     augmentation: keras.Layer | None = None,
+    age_head: str = "regression",
+    variance_weight: float = 0.0,
 ) -> keras.Model:
     """A two-headed CNN: ``split_point`` shared conv pairs, then an age and a gender branch.
 
@@ -118,4 +140,4 @@ def build_multitask_cnn(
         g = _dense(g, dense_units, batch_norm, l2, dropout, f"gender_dense{j + 1}", dtype)
         if stitch_dense:
             a, g = CrossStitch(name=f"stitch_dense{j + 1}", dtype=dtype)([a, g])
-    return keras.Model(inputs, age_gender_outputs(a, g, age_mean, age_std), name=name)
+    return keras.Model(inputs, age_gender_outputs(a, g, age_mean, age_std, age_head, variance_weight), name=name)

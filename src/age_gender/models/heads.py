@@ -38,15 +38,17 @@ def _branch(x, structure: tuple[str, ...], units: int, dropout: float, l2: float
 
 def build_two_headed_top(feature_dim: int, structure: str = "dense-dropout", units: int = 256,
                          dropout: float = 0.3, l2: float = 1e-5, age_mean: float = 33.0,
-                         age_std: float = 20.0) -> keras.Model:
-    """A top that splits at the start of its dense layers into an age and a gender branch."""
+                         age_std: float = 20.0, age_head: str = "regression",
+                         variance_weight: float = 0.0) -> keras.Model:
+    """A top that splits at the start of its dense layers into an age and a gender branch
+    (``age_head``, ``variance_weight``: see ``cnn.age_gender_outputs``)."""
     if structure not in HEAD_STRUCTURES:
         raise ValueError(f"Unknown head structure {structure!r}; known: {', '.join(HEAD_STRUCTURES)}")
     features = keras.Input(shape=(feature_dim,), name="features")
     parts = HEAD_STRUCTURES[structure]
     a = _branch(features, parts, units, dropout, l2, "age")
     g = _branch(features, parts, units, dropout, l2, "gender")
-    return keras.Model(features, age_gender_outputs(a, g, age_mean, age_std), name="top")
+    return keras.Model(features, age_gender_outputs(a, g, age_mean, age_std, age_head, variance_weight), name="top")
 
 
 def build_feature_extractor(backbone_name: str, backbone: keras.Model, input_size: int) -> keras.Model:

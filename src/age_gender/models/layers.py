@@ -78,3 +78,36 @@ class BackbonePreprocess(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "mode": self.mode}
+
+
+@keras.saving.register_keras_serializable(package="age_gender")
+class AgeExpectation(keras.layers.Layer):
+    """Expected age (years) under a softmax over the whole ages 0..``max_age``.
+
+    Input: (B, max_age + 1) probabilities; output: (B, 1) float32, sum_j p_j * j. The age is read
+    as a distribution and its expectation (DEX, Rothe et al. 2018; DLDL-v2, Gao et al. 2018)
+    instead of one regression unit. With ``variance_weight`` > 0 the layer adds
+    ``variance_weight * mean(Var_p)`` to the model's loss, the variance term of the mean-variance
+    loss (Pan et al., CVPR 2018): it needs no target, so the data pipeline stays unchanged.
+    """
+
+    def __init__(self, max_age: int = 116, variance_weight: float = 0.0, **kwargs):
+        super().__init__(**kwargs)
+        if max_age < 1 or variance_weight < 0:
+            raise ValueError(f"max_age must be >= 1 and variance_weight >= 0, got {max_age}, {variance_weight}")
+        self.max_age, self.variance_weight = int(max_age), float(variance_weight)
+
+    def call(self, probabilities):
+        probabilities = ops.cast(probabilities, "float32")
+        ages = ops.arange(self.max_age + 1, dtype="float32")
+        mean = ops.sum(probabilities * ages, axis=-1, keepdims=True)
+        if self.variance_weight:
+            variance = ops.sum(probabilities * ops.square(ages - mean), axis=-1)
+            self.add_loss(self.variance_weight * ops.mean(variance))
+        return mean
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], 1)
+
+    def get_config(self):
+        return {**super().get_config(), "max_age": self.max_age, "variance_weight": self.variance_weight}
