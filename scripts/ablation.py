@@ -62,8 +62,6 @@ def parse_variants(texts: list[str]) -> dict[str, dict]:
         if not name or name in variants:
             raise SystemExit(f"ERROR: variant {text!r} needs a new, non-empty name. Fix: --variant name=overrides.")
         variants[name] = parse_overrides(overrides)
-    if not variants:
-        raise SystemExit("ERROR: no variants. Fix: --variant baseline= --variant other=key=value.")
     return variants
 
 
@@ -78,6 +76,9 @@ def main() -> None:
                              "reference row instead of retraining the first variant")
     args = parser.parse_args()
     variants = parse_variants(args.variant)
+    if not variants and not args.reference:
+        raise SystemExit("ERROR: nothing to score. Fix: --variant baseline= --variant other=key=value, "
+                         "or --reference for the saved model.")
 
     from kedro.framework.session import KedroSession
     from kedro.framework.startup import bootstrap_project
