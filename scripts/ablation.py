@@ -99,7 +99,8 @@ def main() -> None:
         sessions[name] = context
     out = Path(args.out or REPO / "data" / "08_reporting" / f"ablation_{args.pipeline}")
     out.mkdir(parents=True, exist_ok=True)
-    catalog = next(iter(sessions.values())).catalog
+    configured = KedroSession.create(REPO, env=args.env).load_context()
+    catalog = configured.catalog
     data = {key: catalog.load(key) if catalog.exists(key) else None for key in inputs}
     checkpoints = inputs[-1]
     project_checkpoints = data[checkpoints]
@@ -107,7 +108,7 @@ def main() -> None:
     rows, predictions = [], {}
     if args.reference:
         variants = {"saved_model": {}, **variants}
-        sessions = {"saved_model": next(iter(sessions.values())), **sessions}
+        sessions = {"saved_model": configured, **sessions}
     for name, context in sessions.items():
         params = context.params
         if name == "saved_model" and args.reference:
