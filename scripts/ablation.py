@@ -41,7 +41,7 @@ NODES = {  # pipeline -> (node inputs from the catalog, parameter groups, model 
 
 
 def parse_overrides(text: str) -> dict:
-    """``a.b=1,c=x`` -> {"a": {"b": 1}, "c": "x"} (values read as YAML scalars, like ``--params``)."""
+    """``a.b=1,c=x`` -> {"a": {"b": 1}, "c": "x"} (numbers as numbers, like ``kedro run --params``)."""
     result: dict = {}
     for item in filter(None, (part.strip() for part in text.split(","))):
         if "=" not in item:
@@ -51,8 +51,18 @@ def parse_overrides(text: str) -> dict:
         *parents, leaf = key.strip().split(".")
         for part in parents:
             target = target.setdefault(part, {})
-        target[leaf] = yaml.safe_load(value)
+        target[leaf] = _value(value.strip())
     return result
+
+
+def _value(text: str):
+    """A number where the text is one (``1e-4`` too, which YAML 1.1 reads as a string), else YAML."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return yaml.safe_load(text)
 
 
 def parse_variants(texts: list[str]) -> dict[str, dict]:
