@@ -94,9 +94,10 @@ def normalise_path(text: Any) -> str | None:
 
 @dataclass
 class ValueMaps:
-    """Per field, the dataset's value (as text) -> the project's value. A field without a map
-    accepts the project's own codes only (gender 0/1, race 0-4, split names, ages as numbers or
-    ``low-high`` ranges)."""
+    """Per field, the dataset's value (as text) -> the project's value. For gender, race and split
+    the map is the whole set of accepted values (a field without a map accepts the project's own
+    codes only: gender 0/1, race 0-4, split names); for age it only rewrites the values it lists,
+    every other value must read as whole years or a ``low-high`` range by itself."""
 
     maps: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -122,10 +123,9 @@ class ValueMaps:
     def age(self, value: Any) -> tuple[int, int] | LabelRefusal:
         if _missing(value):
             return LabelRefusal("no age given", "missing_label")
-        mapped = self._mapped("age", value)
-        if mapped is _UNMAPPED:
-            return LabelRefusal(f"age {_key(value)[:30]!r} is not in values.age", "unmapped_label")
-        text = _key(mapped)
+        # values.age only rewrites the values it lists ("more than 70": "70-116"); any other
+        # value must read as whole years or a range by itself
+        text = _key(self.maps.get("age", {}).get(_key(value), value))
         whole, span = _WHOLE.fullmatch(text), _RANGE.fullmatch(text)
         if whole:
             low = high = int(whole.group(1))
@@ -134,8 +134,8 @@ class ValueMaps:
             if low > high:
                 return LabelRefusal(f"age range {text[:30]!r} runs backwards", "unmapped_label")
         else:
-            return LabelRefusal(f"age {text[:30]!r} is neither whole years nor a 'low-high' range"
-                                f"{'' if 'age' in self.maps else ' (add it to values.age)'}", "unmapped_label")
+            return LabelRefusal(f"age {text[:30]!r} is neither whole years nor a 'low-high' range "
+                                f"(map it in values.age)", "unmapped_label")
         if high > MAX_AGE:
             return LabelRefusal(f"age {text[:30]!r} is above {MAX_AGE}", "implausible_age")
         return low, high
