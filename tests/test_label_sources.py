@@ -384,3 +384,64 @@ def test_other_label_forms_ingest_and_split_through_kedro(form, tmp_path, archiv
         assert summary["predefined"]["kept_per_given_split"] == {"test": 30, "train": 90}
     else:
         assert summary["counts"]["test"] == 20 and "predefined" not in summary
+
+
+def test_an_unreadable_label_table_is_one_line(tmp_path):
+    (tmp_path / "a.jpg").write_bytes(b"x")
+    dataset = FaceSourceDataset(str(tmp_path), labels={
+        "table": {"type": "pandas.CSVDataset", "filepath": str(tmp_path / "nowhere.csv")}})
+    with pytest.raises(DatasetError) as caught:
+        dataset.load()
+    assert "cannot read labels.table" in _one_line(caught.value)
+
+
+def _training(archive_members, count):
+    from age_gender.lineage import stamp_cache, stamp_splits
+
+    faces = _faces(archive_members, count)
+    manifest = pd.DataFrame({"file_name": [n for n, _, _ in faces], "age": [f.age for _, _, f in faces],
+                             "gender": [f.gender for _, _, f in faces], "race": [f.race for _, _, f in faces],
+                             "sha256": [__import__("hashlib").sha256(d).hexdigest() for _, d, _ in faces]})
+    cache = stamp_cache(manifest, {"32px": np.zeros((count, 32, 32, 3), np.uint8)})
+    splits = manifest[["file_name", "age", "gender", "race"]].assign(
+        cache_index=np.arange(count), split=(["train", "val1", "val2", "test", "unused"] * count)[:count])
+    return faces, manifest, cache, stamp_splits(splits, cache.ingestion_id, {"seed": 1})
+
+
+@pytest.mark.parametrize("policy", ["drop", "score_apart"])
+def test_external_images_in_the_training_data_are_found_by_content_and_counted_per_split(archive_members, policy):
+    from age_gender.pipelines.evaluate_external.nodes import find_overlap
+
+    faces, manifest, cache, splits = _training(archive_members, 10)
+    external = pd.DataFrame({"file_name": ["x1.jpg", "x2.jpg", "x3.jpg"], "member": ["x1.jpg", "x2.jpg", "x3.jpg"],
+                             "age": [30, 40, 50], "age_low": [30, 40, 50], "age_high": [30, 40, 50],
+                             "gender": [0, 1, 0], "race": [-1, -1, -1],
+                             "sha256": [manifest["sha256"][0], manifest["sha256"][3], "f" * 64]})
+    rows, report = find_overlap(external, manifest, cache, splits, {"overlap": policy})
+    assert report["in_training_data"] == 2 and report["policy"] == policy
+    assert report["in_training_data_by_split"] == {"train": 1, "val1": 0, "val2": 0, "test": 1, "unused": 0}
+    assert list(rows["seen_in"]) == (["", ] if policy == "drop" else ["train", "test", ""])
+    assert list(rows["cache_index"]) == ([2] if policy == "drop" else [0, 1, 2])
+
+
+def test_a_given_val_part_becomes_val1_and_val2_and_the_train_part_stays_train():
+    from age_gender.lineage import stamp_cache
+    from age_gender.pipelines.split.nodes import split_faces
+
+    n = 200
+    rng = np.random.default_rng(0)
+    given = np.array(["train"] * 120 + ["val"] * 40 + ["test"] * 30 + ["unused"] * 10)
+    manifest = pd.DataFrame({"file_name": [f"{i:03d}.jpg" for i in range(n)], "sha256": [f"{i:064x}" for i in range(n)],
+                             "age": rng.integers(1, 90, n), "gender": rng.integers(0, 2, n), "race": -1,
+                             "given_split": given})
+    cache = stamp_cache(manifest, {"32px": np.zeros((n, 32, 32, 3), np.uint8)})
+    params = {"seed": 3, "test_size": 5, "subset_size": "all", "fractions": {"train": 0.8, "val1": 0.1, "val2": 0.1},
+              "age_band_edges": [0, 20, 40, 60, 200]}
+    table, summary = split_faces(manifest, cache, params)
+    split = table.set_index("file_name")["split"].astype(str)
+    names = manifest["file_name"]
+    assert (split[names[given == "train"]] == "train").all() and (split[names[given == "test"]] == "test").all()
+    assert set(split[names[given == "val"]]) == {"val1", "val2"} and summary["counts"]["val1"] == 20
+    assert summary["counts"]["unused"] == 10 and summary["predefined"]["kept_per_given_split"]["val"] == 40
+    again, _ = split_faces(manifest, cache, params)
+    assert again.equals(table)  # seeded
