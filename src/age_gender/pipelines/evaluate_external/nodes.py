@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from age_gender.lineage import check_manifest_matches_cache, check_same_ingestion, short
-from age_gender.metrics import Bootstrap, age_range_metrics, correct, absolute_error, interval
+from age_gender.metrics import Bootstrap, absolute_error, age_range_metrics, correct, interval
 from age_gender.reporting import predict_models
 from age_gender.training import cached_images
 

@@ -118,7 +118,7 @@ def decode_faces(face_source: FaceSource, params: dict[str, Any]) -> tuple[pd.Da
     for member, data, label in labelled:
         # empty files are not duplicates of each other: decoding sets them aside below
         groups[hashlib.sha256(data).hexdigest() if data else f"empty:{member}"].append((member, data, label))
-    unique: list[tuple[str, bytes, FaceLabel, str]] = []
+    unique: list[tuple[str, bytes, Label, str]] = []
     duplicates: dict[str, str] = {}
     conflicts: dict[str, str] = {}
     for digest, copies in groups.items():
