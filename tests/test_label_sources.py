@@ -136,9 +136,16 @@ def test_a_malformed_label_table_is_one_line_before_any_image_is_read(tmp_path, 
     assert fragment in _one_line(caught.value)
 
 
-def test_a_label_block_with_an_unknown_key_is_refused_when_the_catalog_is_read(tmp_path):
-    with pytest.raises(DatasetError, match="unknown key"):
-        FaceSourceDataset(str(tmp_path), labels={"table": {}, "colums": {}})
+@pytest.mark.parametrize("labels, split_lists, fragment", [
+    ({"table": {}, "colums": {}}, None, "unknown key"),
+    ({"table": {}, "values": {"gender": {"M": "male"}}}, None, "values.gender maps to 'male', which is not 0"),
+    ({"layout": "{age}/{name}"}, None, "must use {age}, {gender} and {name}"),
+    (None, {"train": {}}, "split_lists needs a 'train' and a 'test' list"),
+])
+def test_a_bad_label_block_is_refused_when_the_catalog_is_read(tmp_path, labels, split_lists, fragment):
+    with pytest.raises(DatasetError) as caught:
+        FaceSourceDataset(str(tmp_path), labels=labels, split_lists=split_lists)
+    assert fragment in _one_line(caught.value)
 
 
 # ---------------------------------------------------------------- (b) FairFace-like: age ranges
@@ -216,11 +223,6 @@ def test_folder_layout_gives_age_and_gender_codes(tmp_path, archive_members):
     for row in manifest.itertuples():
         label = faces[int(row.member.rsplit("/", 1)[-1].split(".")[0])][2]
         assert (row.age, row.gender) == (label.age, label.gender)
-
-
-def test_a_layout_without_age_or_gender_is_refused(tmp_path):
-    with pytest.raises(DatasetError, match=r"must use \{age\}, \{gender\} and \{name\}"):
-        FaceSourceDataset(str(tmp_path), labels={"layout": "{age}/{name}"}).load()
 
 
 # ---------------------------------------------------------------- (d) published train / test lists

@@ -298,12 +298,13 @@ class FaceSourceDataset(AbstractDataset[None, FaceSource]):
                  sha256: str | None = None, help: str = DATA_HELP,
                  labels: dict[str, Any] | None = None, split_lists: dict[str, Any] | None = None,
                  metadata: dict[str, Any] | None = None) -> None:
-        from age_gender.labels import LabelTableError, check_label_config
+        from age_gender.labels import LabelTableError, check_label_config, check_split_lists_config
 
         self._labels = labels
         self._split_lists = split_lists
-        try:
+        try:  # when the catalog is read, before any run starts
             check_label_config(labels, f"'{filepath}'")
+            check_split_lists_config(split_lists, f"'{filepath}'")
         except LabelTableError as error:
             raise DatasetError(str(error)) from None
         self._filepath = Path(os.path.expanduser(str(filepath)))

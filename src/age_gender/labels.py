@@ -112,6 +112,9 @@ class ValueMaps:
             if not isinstance(mapping, Mapping):
                 raise LabelTableError(f"{where}: values.{name} must map dataset values to labels, got {mapping!r}")
             maps[name] = {_key(k): v for k, v in mapping.items()}
+            wrong = [v for v in maps[name].values() if not _valid_target(name, v)]
+            if wrong:
+                raise LabelTableError(f"{where}: values.{name} maps to {wrong[0]!r}, which is not {_TARGETS[name]}")
         return cls(maps)
 
     def _mapped(self, name: str, value: Any) -> Any:
@@ -164,6 +167,20 @@ class ValueMaps:
 
 
 _UNMAPPED = object()
+_TARGETS = {"gender": "0 (male) or 1 (female)", "race": "a UTKFace race code 0-4 (or -1: unknown)",
+            "split": f"one of {list(GIVEN_SPLITS)}", "age": "whole years or a 'low-high' range"}
+
+
+def _valid_target(name: str, value: Any) -> bool:
+    """Whether a value map's target is a label the project knows (checked when the entry is read)."""
+    text = _key(value)
+    if name == "gender":
+        return text in ("0", "1")
+    if name == "race":
+        return text in ("-1", "0", "1", "2", "3", "4")
+    if name == "split":
+        return text in GIVEN_SPLITS
+    return bool(_WHOLE.fullmatch(text) or _RANGE.fullmatch(text))
 
 
 def _label(maps: ValueMaps, age: Any, gender: Any, race: Any = None, has_race: bool = False,
@@ -472,4 +489,18 @@ def check_label_config(labels: Mapping[str, Any] | None, where: str) -> dict[str
                               f"values; a layout takes layout, values")
     if config.get("from", "utkface_names") != "utkface_names":
         raise LabelTableError(f"{where}: labels.from must be 'utkface_names' (or give labels.table / labels.layout)")
+    ValueMaps.from_config(config.get("values"), where)
+    if "layout" in config:
+        _layout_regex(str(config["layout"]), where)
     return config
+
+
+def check_split_lists_config(lists: Mapping[str, Any] | None, where: str) -> None:
+    """The ``split_lists`` block's shape: a ``train`` and a ``test`` list (and maybe ``val``)."""
+    if lists is None:
+        return
+    if not isinstance(lists, Mapping) or "train" not in lists or "test" not in lists or \
+            set(lists) - {"train", "val", "test"}:
+        raise LabelTableError(f"{where}: split_lists needs a 'train' and a 'test' list (and may have 'val'), "
+                              f"each a dataset entry such as {{type: pandas.CSVDataset, filepath: train.csv}}; "
+                              f"got {lists!r}"[:300])
