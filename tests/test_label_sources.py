@@ -349,6 +349,8 @@ def test_a_trained_model_is_evaluated_on_a_fairface_style_table(protocol_project
 
 @pytest.mark.parametrize("form", ["csv_table", "afad_layout", "fairface_split_column"])
 def test_other_label_forms_ingest_and_split_through_kedro(form, tmp_path, archive_members):
+    """(a) and (c) through ingestion and split; FairFace with its own split column through
+    training and evaluation too."""
     project = make_project(tmp_path / "project")
     faces = _faces(archive_members, 120)
     if form == "csv_table":
@@ -381,9 +383,17 @@ def test_other_label_forms_ingest_and_split_through_kedro(form, tmp_path, archiv
     splits = pd.read_parquet(project / "data" / "05_model_input" / "face_splits.parquet")
     assert splits["split"].isin(["train", "val1", "val2", "test"]).all() and len(splits) == report["kept"]
     summary = _report(project, "split_summary.json")
-    if form == "fairface_split_column":
+    if form == "fairface_split_column":  # trained and judged on its own split, ages as ranges
         assert summary["counts"]["test"] == int(np.sum([i % 4 == 0 for i in range(120)]))
         assert summary["predefined"]["kept_per_given_split"] == {"test": 30, "train": 90}
+        assert {"age_low", "age_high"} <= set(splits.columns)
+        run_kedro(project, "scratch", params)
+        run_kedro(project, "evaluation", params)
+        scratch = _report(project, "evaluation_metrics.json")["scratch"]
+        predictions = pd.read_parquet(project / "data" / "07_model_output" / "evaluation_predictions.parquet")
+        inside = (predictions["age_pred"] >= predictions["age_low"]) & (predictions["age_pred"] < predictions["age_high"] + 1)
+        assert scratch["n"] == 30 and scratch["age_in_range"]["n"] == 30
+        assert scratch["age_in_range"]["age_in_range_share"] == pytest.approx(inside.mean(), abs=1e-4)
     else:
         assert summary["counts"]["test"] == 20 and "predefined" not in summary
 

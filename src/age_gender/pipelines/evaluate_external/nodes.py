@@ -71,7 +71,8 @@ def predict_all_faces(face_cache, rows: pd.DataFrame, inference: Mapping[str, An
     row), with their ``age_low``/``age_high`` (years) and ``seen_in``."""
     predictions = predict_models(models, lambda size: (rows, cached_images(face_cache, size)[
         rows["cache_index"].to_numpy()]), inference)
-    extra = rows.set_index("cache_index")[[c for c in ("age_low", "age_high", "seen_in") if c in rows]]
+    extra = rows.set_index("cache_index")[[c for c in ("age_low", "age_high", "seen_in")
+                                            if c in rows and c not in predictions]]
     return predictions.join(extra, on="cache_index")
 
 

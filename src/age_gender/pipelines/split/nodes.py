@@ -137,6 +137,11 @@ def split_faces(face_manifest: pd.DataFrame, face_cache: Any, params: dict[str, 
         "race": manifest["race"].to_numpy(),
         "split": pd.Categorical(split, categories=SPLITS),
     }).sort_values("cache_index").reset_index(drop=True)
+    if "age_low" in manifest and bool((manifest["age_low"] != manifest["age_high"]).any()):
+        # ages labelled as ranges: evaluation scores the share of predictions inside them
+        order = table["cache_index"].to_numpy()
+        table.insert(3, "age_low", face_manifest["age_low"].to_numpy()[order])
+        table.insert(4, "age_high", face_manifest["age_high"].to_numpy()[order])
     counts = {name: int((table["split"] == name).sum()) for name in SPLITS}
     _refuse_empty(counts, params, given)
     table = stamp_splits(table, identity, params)
