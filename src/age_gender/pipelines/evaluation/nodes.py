@@ -15,13 +15,7 @@ import numpy as np
 import pandas as pd
 
 from age_gender.faces import GENDERS
-from age_gender.metrics import (
-    Bootstrap,
-    age_range_metrics,
-    headline,
-    model_metrics,
-    paired_difference,
-)
+from age_gender.metrics import Bootstrap, headline, model_metrics, paired_difference
 from age_gender.reporting import STUDY_RESULTS, predict_models
 from age_gender.training import cached_images, select_split
 
@@ -40,6 +34,8 @@ def compute_metrics(predictions: pd.DataFrame, evaluation: Mapping[str, Any] | N
     """``model_metrics`` per model, with bootstrap intervals: {model name: metrics}. Where the
     dataset labels ages as ranges (``age_low`` < ``age_high``), also ``age_in_range``
     (``metrics.age_range_metrics``: share of predicted ages inside the range, its interval)."""
+    from age_gender.metrics import age_range_metrics  # (own line: a hunk apart from other changes)
+
     setting = Bootstrap.from_params(evaluation)
     metrics = {name: model_metrics(part, setting) for name, part in predictions.groupby("model", sort=False)}
     for name, part in predictions.groupby("model", sort=False):
