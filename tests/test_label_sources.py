@@ -345,6 +345,10 @@ def test_a_trained_model_is_evaluated_on_a_fairface_style_table(protocol_project
     text = (project / "data" / "08_reporting" / "external" / "external_comparison.md").read_text()
     assert "inside the labelled range" in text and "no age MAE is given" in text
     assert "45 kept external images; 5 of them have the same bytes as a face of the training data" in text
+    # beside the held-out test numbers of the same training run of the model (evaluation has run)
+    held_out = _report(project, "test_metrics/scratch.json")
+    assert result["held_out_test"]["scratch"]["age_mae"] == held_out["age_mae"]
+    assert "| scratch | training dataset, held-out test split | 38 |" in text
 
 
 @pytest.mark.parametrize("form", ["csv_table", "afad_layout", "fairface_split_column"])
@@ -457,3 +461,13 @@ def test_a_given_val_part_becomes_val1_and_val2_and_the_train_part_stays_train()
     assert summary["counts"]["unused"] == 10 and summary["predefined"]["kept_per_given_split"]["val"] == 40
     again, _ = split_faces(manifest, cache, params)
     assert again.equals(table)  # seeded
+
+
+def test_held_out_numbers_of_an_earlier_training_are_not_shown_beside_external_ones():
+    from age_gender.pipelines.evaluate_external.nodes import _held_out
+
+    info = {"model": "scratch", "split_id": "a", "train_seconds": 12.5}
+    headline = {"model": "scratch", "n": 5, "gender_accuracy": 0.8, "age_mae": 7.0, "split_id": "a", "train_seconds": 12.5}
+    assert _held_out("scratch", headline, info)["age_mae"] == 7.0
+    assert _held_out("scratch", headline, {**info, "train_seconds": 13.0}) is None  # retrained since
+    assert _held_out("scratch", None, info) is None

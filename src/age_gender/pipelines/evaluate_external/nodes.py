@@ -109,13 +109,26 @@ def _score(part: pd.DataFrame, setting: Bootstrap | None) -> dict[str, Any]:
     return values
 
 
+def _held_out(name: str, headline: Mapping[str, Any] | None, info: Mapping[str, Any] | None) -> dict | None:
+    """The model's held-out UTKFace test headline (``test_metrics/{model}.json``) when it was
+    written for this very training run (same training info: split id, seconds, epochs ...)."""
+    if not headline or not info:
+        return None
+    if any(headline.get(k) != v for k, v in info.items() if k != "model"):
+        return None  # evaluation ran on an earlier training of this model: not shown
+    return {k: headline.get(k) for k in ("n", "gender_accuracy", "gender_accuracy_ci", "age_mae", "age_mae_ci")}
+
+
 def external_comparison(all_predictions: pd.DataFrame, overlap_report: Mapping[str, Any],
-                        evaluation: Mapping[str, Any] | None) -> tuple[dict[str, Any], str]:
+                        evaluation: Mapping[str, Any] | None, **held_out: Mapping[str, Any] | None
+                        ) -> tuple[dict[str, Any], str]:
     """Per model, on the external images the training data does not hold: gender accuracy and
     either the age MAE (years; whole-year labels) or, where the dataset labels ages as ranges,
     the share of predicted ages inside the range (fraction), each with its bootstrap interval;
     with ``external.overlap: score_apart``, the same on the overlapping images in a section of
-    their own. Returns (JSON, Markdown that says what the numbers are)."""
+    their own. Beside them, the same model's numbers on the held-out test split when
+    ``evaluation`` has run for this training of it (``held_out``: ``{model}_held_out`` headline and
+    ``{model}_info`` training info per model). Returns (JSON, Markdown that says what the numbers are)."""
     setting = Bootstrap.from_params(evaluation)
     sections: dict[str, dict[str, Any]] = {"unseen": {}, "in_training_data": {}}
     for name, part in all_predictions.groupby("model", sort=False):
@@ -148,11 +161,28 @@ def external_comparison(all_predictions: pd.DataFrame, overlap_report: Mapping[s
                    else f"MAE {_years(v['age_mae'], v['age_mae_ci'])} years")
             lines.append(f"| {name} | {v['n']} | {_pct(v['gender_accuracy'], v['gender_accuracy_ci'])} | {age} |")
         lines.append("")
+    reference = {name: _held_out(name, held_out.get(f"{name}_held_out"), held_out.get(f"{name}_info"))
+                 for name in all_predictions["model"].unique()}
+    reference = {name: value for name, value in reference.items() if value}
+    if reference:
+        lines += ["## Side by side: the same models on the training dataset's held-out test split", "",
+                  "| model | dataset | n | gender accuracy (%) [95 % CI] | age |", "| --- | --- | --- | --- | --- |"]
+        for name, ref in reference.items():
+            lines.append(f"| {name} | training dataset, held-out test split | {ref['n']} | "
+                         f"{_pct(ref['gender_accuracy'], ref['gender_accuracy_ci'])} | "
+                         f"MAE {_years(ref['age_mae'], ref['age_mae_ci'])} years |")
+            v = sections["unseen"].get(name)
+            if v:
+                age = (f"{_pct(v['age_in_range_share'], v['age_in_range_share_ci'])} % inside the range"
+                       if v["age_labels"] == "ranges" else f"MAE {_years(v['age_mae'], v['age_mae_ci'])} years")
+                lines.append(f"| {name} | this external dataset, unseen images | {v['n']} | "
+                             f"{_pct(v['gender_accuracy'], v['gender_accuracy_ci'])} | {age} |")
+        lines.append("")
     if any(v["age_labels"] == "ranges" for s in sections.values() for v in s.values()):
         lines.append("This dataset labels ages as ranges, so no age MAE is given (against a range's midpoint it "
                      "would partly measure the width of the range): the age column is the share of predictions "
-                     "with age_low <= predicted age < age_high + 1. (evaluation_metrics.json's age numbers use the "
-                     "midpoints and are not comparable.)")
+                     "with age_low <= predicted age < age_high + 1 (evaluation_metrics.json: age_in_range; its MAE "
+                     "uses the midpoints and is not comparable).")
     lines.append("Intervals: 95 % percentile bootstrap over the images." if setting else "No intervals "
                  "(evaluation.bootstrap.resamples: 0).")
-    return {"overlap": dict(overlap_report), **sections}, "\n".join(lines) + "\n"
+    return {"overlap": dict(overlap_report), **sections, "held_out_test": reference}, "\n".join(lines) + "\n"

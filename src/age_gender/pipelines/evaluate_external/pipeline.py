@@ -10,7 +10,7 @@ from age_gender.pipelines.ingestion import create_pipeline as ingestion_pipeline
 
 from .nodes import external_comparison, find_overlap, predict_all_faces, unseen_predictions
 
-SHARED = tuple(f"{name}_{suffix}" for name in MODELS for suffix in ("model", "training_info"))
+SHARED = tuple(f"{name}_{suffix}" for name in MODELS for suffix in ("model", "training_info", "held_out_headline"))
 # the training data the external images are compared with (not namespaced)
 TRAINING = {"training_manifest": "face_manifest", "training_cache": "face_cache",
             "training_splits": "face_splits"}
@@ -24,7 +24,10 @@ def create_pipeline(**kwargs) -> Pipeline:
                     **model_inputs("model")},
                    "all_predictions", name="predict_all_faces")
     unseen = node(unseen_predictions, "all_predictions", "evaluation_predictions", name="unseen_predictions")
-    compare = node(external_comparison, ["all_predictions", "overlap_report", "params:evaluation"],
+    compare = node(external_comparison,
+                   {"all_predictions": "all_predictions", "overlap_report": "overlap_report",
+                    "evaluation": "params:evaluation", **{f"{m}_info": f"{m}_training_info" for m in MODELS},
+                    **{f"{m}_held_out": f"{m}_held_out_headline" for m in MODELS}},
                    ["external_comparison", "external_comparison_markdown"], name="external_comparison")
     judging = [n for n in judging_nodes() if n.name != "compare_models"]
     inner = Pipeline([ingestion_pipeline(), overlap, predict, unseen, compare, *judging])
