@@ -471,3 +471,15 @@ def test_held_out_numbers_of_an_earlier_training_are_not_shown_beside_external_o
     assert _held_out("scratch", headline, info)["age_mae"] == 7.0
     assert _held_out("scratch", headline, {**info, "train_seconds": 13.0}) is None  # retrained since
     assert _held_out("scratch", None, info) is None
+
+
+def test_label_values_are_read_strictly_and_never_raise():
+    from age_gender.labels import ValueMaps
+
+    maps = ValueMaps.from_config({"gender": {"m": 0, "f": 1}, "age": {"more than 70": "70-116"}}, "x")
+    assert maps.age("20-29") == (20, 29) and maps.age(25.0) == (25, 25) and maps.age("more than 70") == (70, 116)
+    assert maps.age("9" * 5000).kind == "implausible_age" and maps.age("29-20").kind == "unmapped_label"
+    assert maps.age("25.5").kind == "unmapped_label" and maps.age(float("nan")).kind == "missing_label"
+    assert maps.code("gender", "f", (0, 1)) == 1 and maps.code("gender", "F", (0, 1)).kind == "unmapped_label"
+    assert ValueMaps().code("gender", "1" * 5000, (0, 1)).kind == "unmapped_label"
+    assert ValueMaps().code("gender", 1.0, (0, 1)) == 1

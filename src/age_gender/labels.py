@@ -130,6 +130,8 @@ class ValueMaps:
         # value must read as whole years or a range by itself
         text = _key(self.maps.get("age", {}).get(_key(value), value))
         whole, span = _WHOLE.fullmatch(text), _RANGE.fullmatch(text)
+        if (whole or span) and max(len(g.lstrip("0")) for g in (whole or span).groups()) > 3:
+            return LabelRefusal(f"age {text[:30]!r} is above {MAX_AGE}", "implausible_age")
         if whole:
             low = high = int(whole.group(1))
         elif span:
@@ -149,7 +151,7 @@ class ValueMaps:
         mapped = self._mapped(name, value)
         allowed = tuple(allowed)
         text = _key(mapped)
-        if mapped is _UNMAPPED or not text.lstrip("-").isdigit() or int(text) not in allowed:
+        if mapped is _UNMAPPED or text not in {str(a) for a in allowed}:
             hint = f"values.{name}" if name in self.maps else f"the codes {list(allowed)} (or add values.{name})"
             return LabelRefusal(f"{name} {_key(value)[:30]!r} is not in {hint}", "unmapped_label")
         return int(text)
