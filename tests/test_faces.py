@@ -24,14 +24,16 @@ def test_parse_good_name():
     [
         ("39_1_20170116174525125.jpg.chip.jpg", "3 underscore-separated fields"),
         ("24_0_1_20170116220224657 .jpg.chip.jpg", "not 17 digits"),
-        ("55_0_0_20170116232725357jpg.chip.jpg", "does not end"),
+        ("55_0_0_20170116232725357jpg.chip.jpg", "not 17 digits"),
         ("14_0_0_2017011022340900.jpg.chip.jpg", "not 17 digits"),
         ("28_1_2_201701161846515488.jpg.chip.jpg", "not 17 digits"),
         ("26_2_0_20170116174525125.jpg.chip.jpg", "gender field '2'"),
         ("26_1_7_20170116174525125.jpg.chip.jpg", "race field '7'"),
         ("x_1_0_20170116174525125.jpg.chip.jpg", "not a whole number"),
         ("130_1_0_20170116174525125.jpg.chip.jpg", "above 116"),
-        ("26_1_0_20170116174525125.png", "does not end"),
+        ("26_1_0_20170116174525125.jpeg", "does not end"),
+        ("26_1_0_20170116174525125.JPG", "does not end"),
+        ("26_1_0_20170116174525125.jpg.png", "not 17 digits"),
     ],
 )
 def test_parse_refuses_malformed_names_with_reason(name, fragment):

@@ -1,8 +1,9 @@
 """Kedro datasets the project needs beyond kedro-datasets.
 
-* ``FaceSourceDataset``: UTKFace as published (``.tar.gz``/``.tar``/``.zip`` read in memory, or a
+* ``FaceSourceDataset``: a labelled face dataset (``.tar.gz``/``.tar``/``.zip`` read in memory, or a
   folder), refusing archive members that try to leave the archive, unreadable members, corrupt
-  archives and inputs past its size caps.
+  archives and inputs past its size caps. Labels from UTKFace file names, a label table or a
+  folder layout, optionally with predefined split lists (``age_gender.labels``).
 * ``NpyDataset``: one NumPy array, written atomically, optionally memory-mapped on load.
 * ``KerasModelDataset``: a ``.keras`` model, written atomically so a killed run never leaves a
   half-written model behind.
@@ -51,6 +52,19 @@ class FaceSource:
     refused: list[tuple[str, str]] = field(default_factory=list)
     details: dict[str, str] = field(default_factory=dict)
     help: str = DATA_HELP
+    #: member -> ``labels.Label`` or ``faces.LabelRefusal``, from the entry's ``labels`` /
+    #: ``split_lists``; None: labels come from UTKFace file names (see :meth:`label`).
+    labels: dict[str, Any] | None = None
+    #: how the labels were found (form, table, rows without image, split lists ...), for the report
+    label_report: dict[str, Any] = field(default_factory=dict)
+
+    def label(self, member: str) -> Any:
+        """The ``labels.Label`` of a member, or the ``faces.LabelRefusal`` saying why it has none."""
+        from age_gender.labels import label_names
+
+        if self.labels is not None and member in self.labels:
+            return self.labels[member]
+        return label_names([member]).labels[member]
 
     @property
     def files_seen(self) -> int:
@@ -265,17 +279,34 @@ class FaceSourceDataset(AbstractDataset[None, FaceSource]):
         max_members: most members (files, links, ...) listed; beyond it the load fails.
         sha256: when set, the archive's SHA-256 (hex) must match or the load fails.
         help: the sentence that tells a user how to point this entry at their data.
+        labels: where the labels come from (``age_gender.labels``): omitted = UTKFace file names;
+            ``{table: <pandas dataset entry>, columns: {file, age, gender, race, split}, values:
+            {field: {dataset value: label}}}``; or ``{layout: "{age}/{gender}/{name}", values: ...}``.
+        split_lists: predefined splits, ``{train: <dataset entry>, test: <dataset entry>}`` (and
+            optionally ``val``), each a table whose first column (or ``column``) lists files.
 
     Raises:
         DatasetError: one line naming the path and the fix, when the path is missing or empty,
             the archive is corrupt (a bad gzip CRC included) or not an archive, the checksum
-            differs, or a cap is exceeded.
+            differs, a cap is exceeded, or a label table or split list is malformed (a missing
+            column, a file listed twice, a path leaving the image folder), checked before any
+            image is read.
     """
 
     def __init__(self, filepath: str, max_member_bytes: int = 20_000_000,
                  max_total_bytes: int = 1_000_000_000, max_members: int = 200_000,
                  sha256: str | None = None, help: str = DATA_HELP,
+                 labels: dict[str, Any] | None = None, split_lists: dict[str, Any] | None = None,
                  metadata: dict[str, Any] | None = None) -> None:
+        from age_gender.labels import LabelTableError, check_label_config, check_split_lists_config
+
+        self._labels = labels
+        self._split_lists = split_lists
+        try:  # when the catalog is read, before any run starts
+            check_label_config(labels, f"'{filepath}'")
+            check_split_lists_config(split_lists, f"'{filepath}'")
+        except LabelTableError as error:
+            raise DatasetError(str(error)) from None
         self._filepath = Path(os.path.expanduser(str(filepath)))
         self._max_member_bytes = int(max_member_bytes)
         self._max_total_bytes = int(max_total_bytes)
@@ -285,7 +316,8 @@ class FaceSourceDataset(AbstractDataset[None, FaceSource]):
         self.metadata = metadata
 
     def _describe(self) -> dict[str, Any]:
-        return {"filepath": str(self._filepath), "sha256": self._sha256}
+        return {"filepath": str(self._filepath), "sha256": self._sha256,
+                "labels": self._labels, "split_lists": self._split_lists}
 
     @property
     def help(self) -> str:
@@ -300,6 +332,12 @@ class FaceSourceDataset(AbstractDataset[None, FaceSource]):
         where = path.resolve()
         if not path.exists():
             raise DatasetError(f"No face data at '{where}'. {self._help}")
+        from age_gender.labels import LabelSpec, LabelTableError
+
+        try:  # tables are read and checked before a single image is
+            spec = LabelSpec(self._labels, self._split_lists, f"'{where}'")
+        except LabelTableError as error:
+            raise DatasetError(str(error)) from None
         limits = _Limits(self._max_member_bytes, self._max_total_bytes, self._max_members, str(where))
         if path.is_dir():
             source = _read_folder(path, limits)
@@ -308,6 +346,11 @@ class FaceSourceDataset(AbstractDataset[None, FaceSource]):
         source.help = self._help
         if source.files_seen == 0:
             raise DatasetError(f"No files at all in '{where}' (a mistyped path?). {self._help}")
+        try:
+            labelled = spec.apply([name for name, _ in source.members])
+        except LabelTableError as error:
+            raise DatasetError(str(error)) from None
+        source.labels, source.label_report = labelled.labels, labelled.report
         return source
 
     def _read_archive(self, path: Path, where: Path, limits: _Limits) -> FaceSource:

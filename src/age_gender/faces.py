@@ -20,7 +20,11 @@ ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 # ASCII digits only (re.ASCII: no Arabic-Indic or other Unicode digits) and the whole name
 # (\Z, never "$", which also matches before a trailing newline). Use with ``fullmatch``.
-UTKFACE_NAME = re.compile(r"^([0-9]+)_([01])_([0-4])_([0-9]{17})\.jpg\.chip\.jpg\Z", re.ASCII)
+# The label format is ``[age]_[gender]_[race]_[datetime]`` + ``.jpg``; the cropped release appends
+# ``.chip.jpg``; ``.png`` copies are accepted too. Suffixes are lower case, as published.
+UTKFACE_NAME = re.compile(r"^([0-9]+)_([01])_([0-4])_([0-9]{17})(?:\.jpg\.chip\.jpg|\.jpg|\.png)\Z",
+                          re.ASCII)
+UTKFACE_SUFFIXES = (".jpg.chip.jpg", ".jpg", ".png")
 RACES = ("White", "Black", "Asian", "Indian", "Others")
 GENDERS = ("male", "female")
 MAX_AGE = 116  # the oldest age UTKFace documents (0-116 years)
@@ -51,7 +55,8 @@ def _ascii_digits(text: str) -> bool:
 
 
 def parse_utkface_name(path: str, max_age: int = MAX_AGE) -> FaceLabel | LabelRefusal:
-    """Labels from ``[age]_[gender]_[race]_[datetime].jpg.chip.jpg``, or why the name is refused.
+    """Labels from ``[age]_[gender]_[race]_[datetime]`` + ``.jpg.chip.jpg``, ``.jpg`` or ``.png``,
+    or why the name is refused.
 
     Nothing is guessed: the whole base name must match, in ASCII digits; otherwise a
     ``LabelRefusal`` (a ``str``) says why. An age above ``max_age`` (years), however many digits
@@ -66,9 +71,10 @@ def parse_utkface_name(path: str, max_age: int = MAX_AGE) -> FaceLabel | LabelRe
             shown = digits if len(digits) <= 12 else f"with {len(digits)} digits"
             return LabelRefusal(f"age {shown} is above {max_age}", "implausible_age")
         return FaceLabel(int(digits), int(gender), int(race), stamp)
-    if not name.endswith(".jpg.chip.jpg"):
-        return LabelRefusal(f"does not end in '.jpg.chip.jpg' ({name[-20:]!r})")
-    stem = name[: -len(".jpg.chip.jpg")]
+    suffix = next((s for s in UTKFACE_SUFFIXES if name.endswith(s)), None)
+    if suffix is None:
+        return LabelRefusal(f"does not end in '.jpg.chip.jpg', '.jpg' or '.png' ({name[-20:]!r})")
+    stem = name[: -len(suffix)]
     fields = stem.split("_")
     if len(fields) != 4:
         return LabelRefusal(f"has {len(fields)} underscore-separated fields, expected 4 "

@@ -55,8 +55,9 @@ def short(identity: str | None) -> str:
 
 def ingestion_id(face_manifest: pd.DataFrame, image_sizes: list[int] | tuple[int, ...]) -> str:
     """The identity of one ingestion: sha256 (64 hex digits) over, row by row and in order, the
-    manifest's ``file_name``, ``sha256`` (content hash), ``age``, ``gender`` and ``race``, then the
-    sorted cached ``image_sizes`` (px).
+    manifest's ``file_name``, ``sha256`` (content hash), ``age``, ``gender`` and ``race`` (plus
+    ``given_split`` and ``age_low``/``age_high`` when the dataset gives a split or age ranges),
+    then the sorted cached ``image_sizes`` (px).
 
     Any change of the kept files, their bytes, their labels, their order, or of the cached sizes
     gives another id. Raises ``KeyError`` when a column is missing.
@@ -64,6 +65,14 @@ def ingestion_id(face_manifest: pd.DataFrame, image_sizes: list[int] | tuple[int
     digest = hashlib.sha256()
     columns = [face_manifest[c].astype(str).to_numpy() for c in ("file_name", "sha256")]
     labels = [face_manifest[c].to_numpy(np.int64).astype(str) for c in ("age", "gender", "race")]
+    # Labels other datasets add (age ranges, a predefined split) count only where they say more
+    # than the columns above, so a UTKFace-named ingestion keeps the id it always had.
+    if "age_low" in face_manifest and "age_high" in face_manifest and (
+            (face_manifest["age_low"] != face_manifest["age"]).any()
+            or (face_manifest["age_high"] != face_manifest["age"]).any()):
+        labels += [face_manifest[c].to_numpy(np.int64).astype(str) for c in ("age_low", "age_high")]
+    if "given_split" in face_manifest and (face_manifest["given_split"].astype(str) != "").any():
+        columns.append(face_manifest["given_split"].astype(str).to_numpy())
     for row in zip(*columns, *labels):
         digest.update(("\t".join(row) + "\n").encode("utf-8"))
     digest.update(("sizes:" + ",".join(str(int(s)) for s in sorted(image_sizes))).encode())

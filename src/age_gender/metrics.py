@@ -124,9 +124,9 @@ def model_metrics(predictions: pd.DataFrame, setting: Bootstrap | None = None) -
         "gender_accuracy_by_gender": {GENDERS[int(g)]: _group_metrics(group)["gender_accuracy"]
                                       for g, group in predictions.groupby("gender")},
     }
-    if "race" in predictions:
+    if "race" in predictions:  # race -1: the dataset gives none (not a group)
         metrics["by_race"] = {RACES[int(r)]: _group_metrics(group, setting)
-                              for r, group in predictions.groupby("race")}
+                              for r, group in predictions[predictions["race"] >= 0].groupby("race")}
     if setting is not None:
         metrics["gender"]["accuracy_ci"] = interval(truth == predicted, setting)
         metrics["age"]["mae_ci"] = interval(np.abs(error), setting, 3)
@@ -136,6 +136,30 @@ def model_metrics(predictions: pd.DataFrame, setting: Bootstrap | None = None) -
                                                    for g, group in predictions.groupby("gender")}
         metrics["bootstrap"] = setting.describe()
     return metrics
+
+
+def in_age_range(predictions: pd.DataFrame) -> np.ndarray:
+    """1.0 where the predicted age falls in the labelled range, else 0.0 (float64, one per row).
+    Ranges are whole years, inclusive: ``age_low <= age_pred < age_high + 1`` (29.7 is 29 years
+    old, inside ``20-29``)."""
+    predicted = predictions["age_pred"].to_numpy(np.float64)
+    return ((predicted >= predictions["age_low"].to_numpy(np.float64))
+            & (predicted < predictions["age_high"].to_numpy(np.float64) + 1)).astype(np.float64)
+
+
+def age_range_metrics(predictions: pd.DataFrame, setting: Bootstrap | None = None) -> dict[str, Any]:
+    """For a dataset that labels ages as ranges (columns ``age_low``/``age_high``, years): the share
+    of predictions inside the range (fraction), with its bootstrap interval when ``setting`` is
+    given, and ``n``. This replaces the age MAE, which against a range's midpoint would be
+    partly the width of the range. Raises ValueError on an empty table."""
+    if predictions.empty:
+        raise ValueError("No prediction to score: the split or dataset is empty.")
+    hits = in_age_range(predictions)
+    values = {"n": int(len(predictions)), "age_in_range_share": round(float(hits.mean()), 4),
+              "rule": "age_low <= predicted age < age_high + 1 (whole years)"}
+    if setting is not None:
+        values["age_in_range_share_ci"] = interval(hits, setting)
+    return values
 
 
 def headline(metrics: Mapping[str, Any]) -> dict[str, Any]:

@@ -184,6 +184,13 @@ class Ingestion(_Group):
     face_check: FaceCheck
 
 
+class External(_Group):
+    """``external``: what ``evaluate_external`` does with external images whose bytes are in the
+    training data (``drop``: not scored; ``score_apart``: scored in a section of their own)."""
+
+    overlap: Literal["drop", "score_apart"]
+
+
 class Predict(_Group):
     """``predict``: model used on photos and the face detector's settings (px, shares)."""
 
@@ -394,7 +401,7 @@ class Transfer(_Group):
 GROUPS: dict[str, type[_Group]] = {
     "inference": Inference, "evaluation": Evaluation, "device": Device, "ingestion": Ingestion, "predict": Predict,
     "split": Split, "scratch_training": ScratchTraining, "scratch": Scratch,
-    "scratch_search": ScratchSearch, "transfer": Transfer,
+    "scratch_search": ScratchSearch, "transfer": Transfer, "external": External,
 }
 # Top-level keys that are not groups: raw-input paths the catalog reads from runtime parameters
 # (`--params external_faces=...`, `--params photos=...`).

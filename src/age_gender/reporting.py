@@ -58,7 +58,8 @@ def flip_average(inference: Mapping[str, Any] | None) -> bool:
 
 
 def prediction_table(rows: pd.DataFrame, age_pred: np.ndarray, female_prob: np.ndarray) -> pd.DataFrame:
-    table = rows[[c for c in ("file_name", "cache_index", "age", "gender", "race") if c in rows]].copy()
+    table = rows[[c for c in ("file_name", "cache_index", "age", "age_low", "age_high", "gender", "race")
+                  if c in rows]].copy()
     table["age_pred"] = age_pred
     table["female_prob"] = female_prob
     table["gender_pred"] = (female_prob >= 0.5).astype(int)

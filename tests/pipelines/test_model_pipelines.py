@@ -136,17 +136,32 @@ def test_evaluation_numbers_agree_with_the_saved_predictions(project):
         assert (project / "data" / "08_reporting" / f"{plot}.png").stat().st_size > 5000
 
 
-def test_evaluate_external_on_a_folder_it_has_never_seen(project, archive_members, tmp_path):
+def test_evaluate_external_on_a_folder_it_has_never_seen(project, archive_members, utkface_archive, tmp_path):
+    from tests.test_label_sources import unseen_archive_members
+
     folder = tmp_path / "other_faces"
     folder.mkdir()
-    for name, data in list(archive_members.items())[-40:]:
+    trained = set(archive_members.values())  # the archive holds byte-identical copies under other names
+    for name, data in [m for m in unseen_archive_members(utkface_archive, 60) if m[1] not in trained][:30]:
         (folder / name.split("/")[-1]).write_bytes(data)
+    from age_gender.faces import UTKFACE_NAME
+
+    copies = [n for n in list(archive_members)[-40:]  # faces the models trained on
+              if UTKFACE_NAME.fullmatch(n.split("/")[-1])][:10]
+    for name in copies:
+        (folder / name.split("/")[-1]).write_bytes(archive_members[name])
     (folder / "broken_0_0_x.jpg").write_bytes(b"not an image")
     run_kedro(project, "evaluate_external", {**TINY, "external_faces": str(folder)})
     report = _json(project, "external/ingestion_report.json")
     assert report["files_seen"] == 41 and report["set_aside"]["malformed_name"] == ["broken_0_0_x.jpg"]
+    overlap = _json(project, "external/overlap_report.json")
+    # the copies of training faces are found by content hash, counted per split, and not scored
+    assert overlap["in_training_data"] == report["kept"] - 30 and overlap["policy"] == "drop"
+    assert sum(overlap["in_training_data_by_split"].values()) == overlap["in_training_data"]
     metrics = _json(project, "external/evaluation_metrics.json")
-    assert metrics["transfer"]["n"] == report["kept"]
+    assert metrics["transfer"]["n"] == 30
+    text = (project / "data" / "08_reporting" / "external" / "external_comparison.md").read_text()
+    assert "NOT on the project's held-out UTKFace test split" in text and "MAE" in text
     assert (project / "data" / "08_reporting" / "external" / "prediction_gallery.png").exists()
 
 

@@ -17,12 +17,16 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from age_gender.datasets import FaceSource  # noqa: E402
-from age_gender.faces import GENDERS, FaceLabel, crops_with_faces, iter_decoded, parse_utkface_name  # noqa: E402
+from age_gender.faces import GENDERS, crops_with_faces, iter_decoded  # noqa: E402
+from age_gender.labels import Label  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
-MANIFEST_COLUMNS = ["file_name", "member", "age", "gender", "race", "timestamp", "width",
-                    "height", "mode", "sha256", "face_detected"]
+# age: the point label (years); age_low/age_high: the labelled interval (equal to age unless the
+# dataset gives a range, then age is its midpoint rounded down); race -1: not given;
+# given_split: the dataset's own split (train/val/test/unused), "" when it has none.
+MANIFEST_COLUMNS = ["file_name", "member", "age", "age_low", "age_high", "gender", "race",
+                    "given_split", "timestamp", "width", "height", "mode", "sha256", "face_detected"]
 
 
 def _workers(value: int | None) -> int:
@@ -76,9 +80,9 @@ def decode_faces(face_source: FaceSource, params: dict[str, Any]) -> tuple[pd.Da
         set_aside[reason].append(name)
         details[name] = source_details.get(name, "archive member refused, never read")
 
-    named: list[tuple[str, bytes, FaceLabel]] = []
+    named: list[tuple[str, bytes, Label]] = []
     for member, data in sorted(face_source.members, key=lambda m: m[0]):
-        label = parse_utkface_name(member)
+        label = face_source.label(member)  # UTKFace name, label table or folder layout
         if isinstance(label, str):
             set_aside[getattr(label, "kind", "malformed_name")].append(member)
             details[member] = label
@@ -87,10 +91,17 @@ def decode_faces(face_source: FaceSource, params: dict[str, Any]) -> tuple[pd.Da
 
     # One file name, different contents (a name twice in an archive, or in two folders): which
     # one carries the labels cannot be known, so none is kept. Same name, same bytes: a duplicate.
-    by_name: dict[str, list[tuple[str, bytes, FaceLabel]]] = defaultdict(list)
+    # A UTKFace file is known by its base name (its labels); a file labelled by a table or a
+    # folder layout by its whole path (FairFace has train/1.jpg and val/1.jpg).
+    by_path = (getattr(face_source, "label_report", None) or {}).get("form", "utkface_names") != "utkface_names"
+
+    def key_of(member: str) -> str:
+        return member if by_path else member.rsplit("/", 1)[-1]
+
+    by_name: dict[str, list[tuple[str, bytes, Label]]] = defaultdict(list)
     for item in named:
-        by_name[item[0].rsplit("/", 1)[-1]].append(item)
-    labelled: list[tuple[str, bytes, FaceLabel]] = []
+        by_name[key_of(item[0])].append(item)
+    labelled: list[tuple[str, bytes, Label]] = []
     for file_name, copies in by_name.items():
         if len(copies) > 1 and len({hashlib.sha256(c[1]).digest() for c in copies}) > 1:
             for member, _, _ in copies:
@@ -103,16 +114,16 @@ def decode_faces(face_source: FaceSource, params: dict[str, Any]) -> tuple[pd.Da
     policy = params.get("conflicting_duplicates", "keep_first")
     if policy not in ("drop", "keep_first"):
         raise ValueError(f"ingestion.conflicting_duplicates must be 'drop' or 'keep_first', got {policy!r}")
-    groups: dict[str, list[tuple[str, bytes, FaceLabel]]] = defaultdict(list)
+    groups: dict[str, list[tuple[str, bytes, Label]]] = defaultdict(list)
     for member, data, label in labelled:
         # empty files are not duplicates of each other: decoding sets them aside below
         groups[hashlib.sha256(data).hexdigest() if data else f"empty:{member}"].append((member, data, label))
-    unique: list[tuple[str, bytes, FaceLabel, str]] = []
+    unique: list[tuple[str, bytes, Label, str]] = []
     duplicates: dict[str, str] = {}
     conflicts: dict[str, str] = {}
     for digest, copies in groups.items():
         first = copies[0]
-        labels = {(c[2].age, c[2].gender, c[2].race) for c in copies}
+        labels = {(c[2].age_low, c[2].age_high, c[2].gender, c[2].race) for c in copies}
         if len(labels) > 1 and policy == "drop":
             # the same image under different labels: which is right cannot be known, keep none
             for member, _, _ in copies:
@@ -124,7 +135,8 @@ def decode_faces(face_source: FaceSource, params: dict[str, Any]) -> tuple[pd.Da
         for member, _, label in copies[1:]:
             set_aside["duplicate"].append(member)
             duplicates[member] = first[0]
-            differs = (label.age, label.gender, label.race) != (first[2].age, first[2].gender, first[2].race)
+            differs = (label.age_low, label.age_high, label.gender, label.race) != (
+                first[2].age_low, first[2].age_high, first[2].gender, first[2].race)
             details[member] = f"same bytes as {first[0]}" + (" (with other labels)" if differs else "")
             if differs:
                 conflicts[member] = first[0]
@@ -142,8 +154,9 @@ def decode_faces(face_source: FaceSource, params: dict[str, Any]) -> tuple[pd.Da
             continue
         for size in sizes:
             buffers[size][len(rows)] = result.arrays[size]
-        rows.append({"file_name": member.rsplit("/", 1)[-1], "member": member, "age": label.age,
-                     "gender": label.gender, "race": label.race, "timestamp": label.timestamp,
+        rows.append({"file_name": key_of(member), "member": member, "age": label.age,
+                     "age_low": label.age_low, "age_high": label.age_high, "gender": label.gender,
+                     "race": label.race, "given_split": label.split, "timestamp": label.timestamp,
                      "width": result.width, "height": result.height, "mode": result.mode,
                      "sha256": digest})
     if not rows:
@@ -155,6 +168,7 @@ def decode_faces(face_source: FaceSource, params: dict[str, Any]) -> tuple[pd.Da
     findings = {
         "source": face_source.origin,
         "source_help": getattr(face_source, "help", ""),
+        "label_source": dict(getattr(face_source, "label_report", {}) or {"form": "utkface_names"}),
         "files_seen": face_source.files_seen,
         "set_aside": {k: sorted(v) for k, v in set_aside.items()},
         "details": details,
@@ -216,6 +230,7 @@ def select_faces(manifest: pd.DataFrame, images: dict[int, np.ndarray], face_fou
     kept = len(final)
     report = {
         "source": findings["source"],
+        "label_source": findings.get("label_source", {"form": "utkface_names"}),
         "files_seen": findings["files_seen"],
         "kept": kept,
         "set_aside_total": sum(len(v) for v in set_aside.values()),
