@@ -9,9 +9,9 @@ Detectors (both run offline; their weights ship inside their PyPI packages):
 - ``haar``: OpenCV's bundled frontal-face Haar cascade (no landmarks); the crop is the box,
   rescaled and shifted as measured on UTKFace crops.
 
-The framing constants below were measured on 200 real UTKFace crops (40 per race group) pasted
-at random scales (90-199 px) and positions into 480x480 pictures (``benchmarks/run.py --only
-bench_predict``; figures in ``notes/predict.md``).
+The framing constants below were measured on 200 race-balanced archive crops (40 per group):
+the eyes on the bare crops, the Haar box with the crop pasted at 90-199 px into a scene
+(``python benchmarks/run.py --only bench_crop_framing``; figures in ``notes/predict.md``).
 """
 
 from __future__ import annotations
@@ -27,19 +27,40 @@ from PIL import Image
 DetectorName = Literal["mtcnn", "haar"]
 DETECTORS: tuple[str, ...] = ("mtcnn", "haar")
 
-#: Where UTKFace's crops put the eyes (MTCNN landmarks, median of 200 archive crops): the eye
-#: midpoint at this share of the crop side from the left and from the top ...
-UTKFACE_EYE_CENTRE = (0.4925, 0.295)
-#: ... and the distance between the eye centres as this share of the crop side.
-UTKFACE_EYE_DISTANCE = 0.395
-#: The Haar cascade's box against the UTKFace crop it lies in (same 200 pictures): the crop's
-#: side is this many box widths ...
-HAAR_CROP_SCALE = 1.01
-#: ... and its centre lies this share of the box height below the box's centre.
-HAAR_CROP_SHIFT = 0.08
+#: Where UTKFace's crops put the eyes (MTCNN landmarks, median over 197 of 200 archive crops;
+#: interquartile ranges 0.48-0.495, 0.28-0.295): the eye midpoint at this share of the crop side
+#: from the left and from the top ...
+UTKFACE_EYE_CENTRE = (0.49, 0.285)
+#: ... and the distance between the eye centres as this share of the crop side (IQR 0.38-0.41).
+UTKFACE_EYE_DISTANCE = 0.39
+#: The Haar cascade's box against the UTKFace crop it lies in (median over the 170 of 200 pasted
+#: crops it found): the crop's side is this many box widths (IQR 0.97-1.06) ...
+HAAR_CROP_SCALE = 1.0165
+#: ... and its centre lies this share of the box height below the box's centre (IQR 0.068-0.097).
+HAAR_CROP_SHIFT = 0.083
 #: Side (px) of UTKFace's published crops: aligned crops are cut at this size, then resized to the
 #: model's input exactly as ingestion resizes the archive's crops.
 UTKFACE_SIDE = 200
+
+
+#: Share of faces each detector finds per race group, measured on synthetic photos: 300
+#: race-balanced, seeded random archive crops (60 per group) scaled to 64-200 px, rotated up to
+#: 20 degrees and pasted off-centre into 640x480 scenes, with predict's defaults. Copied into
+#: every ``predict_report.json``. Measured by ``python benchmarks/run.py --only bench_predict``.
+MEASURED_FOUND_BY_RACE: dict[str, dict] = {
+    "mtcnn": {"White": 1.0, "Black": 1.0, "Asian": 0.9833, "Indian": 1.0, "Others": 0.9667},
+    "haar": {"White": 0.8167, "Black": 0.5833, "Asian": 0.8333, "Indian": 0.7667, "Others": 0.8667},
+}
+
+
+def measured_detection(detector: str) -> dict:
+    """``detector``'s measured detection rate per race group, the largest gap between two groups
+    (share points as a fraction), N per group and how it was measured."""
+    rates = MEASURED_FOUND_BY_RACE[detector]
+    return {"by_race": dict(rates), "largest_gap": round(max(rates.values()) - min(rates.values()), 4),
+            "n_per_group": 60,
+            "measured_on": "archive crops scaled to 64-200 px, rotated up to 20 degrees, pasted "
+                           "off-centre into 640x480 scenes (python benchmarks/run.py --only bench_predict)"}
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from typing import Any
 import pandas as pd
 
 from age_gender.datasets import FaceSource
+from age_gender.detection import measured_detection
 from age_gender.photos import (
     COLUMNS,
     DetectSettings,
@@ -57,7 +58,7 @@ def predict_photos(photos: FaceSource, params: Mapping[str, Any], inference: Map
     rows, annotated, taken = [], {}, set()
     report = {"photos_seen": photos.files_seen, "no_face": [], "unreadable": {},
               "refused": dict(photos.refused), "model": params["model"], "detector": params["detector"],
-              "annotated": {}}
+              "found_by_race_measured": measured_detection(params["detector"]), "annotated": {}}
     for result in predict_stream(predictor, readers.items(), int(params["batch_size"]), len(readers), progress=True):
         if result.problem:
             report["unreadable"][result.name] = result.problem
