@@ -270,3 +270,11 @@ def test_console_predict_needs_no_kedro_project(tiny_model, two_faces, tmp_path)
     refused = _cli(str(folder), "--model", str(tmp_path / "none.keras"), cwd=tmp_path)
     assert refused.returncode == 1
     assert refused.stderr.strip().splitlines()[-1].startswith("ERROR: no model file at")
+
+
+def test_ingestion_face_check_detector_is_validated():
+    params = {"ingestion": yaml.safe_load((REPO / "conf/base/parameters_ingestion.yml").read_text())["ingestion"]}
+    validate_parameters(params, ["ingestion"])
+    params["ingestion"]["face_check"]["detector"] = "dlib"
+    with pytest.raises(ParameterError, match="ingestion.face_check.detector"):
+        validate_parameters(params, ["ingestion"])
