@@ -278,3 +278,23 @@ def test_ingestion_face_check_detector_is_validated():
     params["ingestion"]["face_check"]["detector"] = "dlib"
     with pytest.raises(ParameterError, match="ingestion.face_check.detector"):
         validate_parameters(params, ["ingestion"])
+
+
+def test_batches_close_early_on_pixels_and_keep_the_order(monkeypatch):
+    import age_gender.photos as photos
+
+    class Recorder:  # stands in for PhotoPredictor: one row per photo, its width
+        batches: list[int] = []
+
+        def predict(self, batch):
+            self.batches.append(len(batch))
+            return [[{"w": photo.shape[1]}] for photo in batch]
+
+    monkeypatch.setattr(photos, "BATCH_PIXELS", 3 * 100 * 100)
+    items = [(f"p{i}", (lambda i=i: np.zeros((100, 100 + i, 3), np.uint8))) for i in range(7)]
+    items.insert(3, ("bad", lambda: "unreadable_image: broken"))
+    results = list(photos.predict_stream(Recorder(), items, batch_size=32))
+    assert Recorder.batches == [3, 3, 1]
+    assert [r.name for r in results] == ["p0", "p1", "p2", "bad", "p3", "p4", "p5", "p6"]
+    assert [r.rows[0]["w"] for r in results if r.problem is None] == [100 + i for i in range(7)]
+    assert results[3].problem == "unreadable_image: broken" and results[3].rows == []

@@ -20,6 +20,8 @@ from age_gender.faces import GENDERS, decode_photo
 #: (px, ints), the detector's confidence, predicted age (years), gender and probabilities.
 COLUMNS = ["file", "face", "x", "y", "w", "h", "score", "age", "gender", "female_prob", "gender_prob"]
 DEFAULT_MAX_PIXELS = 60_000_000
+#: A batch of photos is closed early once it holds this many pixels (about 600 MB decoded).
+BATCH_PIXELS = 200_000_000
 
 
 @dataclass(frozen=True)
@@ -133,8 +135,9 @@ def predict_stream(predictor: PhotoPredictor, items: Iterable[tuple[str, Callabl
                    batch_size: int = 32, total: int | None = None, progress: bool = False) -> Iterator[PhotoResult]:
     """Each ``(name, read)`` item's :class:`PhotoResult`, in order. ``read()`` gives the photo
     (RGB uint8, H x W x 3) or a string saying why it cannot be read; photos are read, searched and
-    predicted ``batch_size`` at a time (only one batch in memory), with a Keras progress bar
-    counting photos when ``progress``."""
+    predicted ``batch_size`` at a time (only one batch in memory; a batch closes early once its
+    photos hold ``BATCH_PIXELS`` pixels), with a Keras progress bar counting photos when
+    ``progress``."""
     bar = None
     if progress:
         import keras
@@ -152,12 +155,16 @@ def predict_stream(predictor: PhotoPredictor, items: Iterable[tuple[str, Callabl
             else:
                 yield PhotoResult(name, photo, next(predicted))
 
+    pixels = 0
     for name, read in items:
-        batch.append((name, read()))
-        if len(batch) >= batch_size:
+        photo = read()
+        batch.append((name, photo))
+        if not isinstance(photo, str):
+            pixels += photo.shape[0] * photo.shape[1]
+        if len(batch) >= batch_size or pixels >= BATCH_PIXELS:
             yield from flush()
             done += len(batch)
-            batch = []
+            batch, pixels = [], 0
             if bar is not None:
                 bar.update(done)
     if batch:
