@@ -2,6 +2,7 @@
 
     python benchmarks/run.py            # everything (about 5 minutes on a 2-core CPU)
     python benchmarks/run.py --quick    # smaller samples, for a smoke check
+    python benchmarks/run.py --only bench_predict --predict-model data/06_models/transfer.keras
 
 Each benchmark runs in its own process, so its peak memory (max RSS) is its own. Throughputs
 are images per second after a warm-up; ratios compare two ways of doing the same work measured
@@ -523,10 +524,191 @@ def bench_scratch_levers(quick: bool) -> dict:
             "images_per_s": {k: round(v, 1) for k, v in best.items()},
             "ratio_to_configured": {k: round(v / base, 2) for k, v in best.items()}}
 
+def _predict_sample(per_race: int, train: int, seed: int = 0):
+    """Race-balanced, seeded random archive crops for the predict benchmark (``per_race`` per
+    group) and ``train`` other crops to train a small model on: (name, label, bytes) lists."""
+    import tarfile
+
+    import numpy as np
+
+    from age_gender.faces import parse_utkface_name
+
+    with tarfile.open(archive_path()) as archive:
+        members = [(m.name, parse_utkface_name(m.name)) for m in archive if m.isfile()]
+    members = [(name, label) for name, label in members if not isinstance(label, str)]
+    order = np.random.default_rng(seed).permutation(len(members))
+    chosen, rest, count = [], [], dict.fromkeys(range(5), 0)
+    for index in order:
+        name, label = members[index]
+        if count[label.race] < per_race:
+            count[label.race] += 1
+            chosen.append(index)
+        elif len(rest) < train:
+            rest.append(index)
+    wanted = {members[i][0] for i in chosen + rest}
+    with tarfile.open(archive_path()) as archive:
+        data = {m.name: archive.extractfile(m).read() for m in archive if m.name in wanted}
+    pick = lambda indices: [(members[i][0], members[i][1], data[members[i][0]]) for i in indices]  # noqa: E731
+    return pick(chosen), pick(rest)
+
+
+def _small_model(train, size: int = 64, epochs: int = 4):
+    """A scratch CNN of the project's family trained for a few epochs on ``train`` crops, with
+    the pipelines' augmentation (flip, shift, zoom, rotation) inside the model."""
+    import numpy as np
+
+    from age_gender.faces import decode_face
+    from age_gender.models import build_multitask_cnn
+    from age_gender.training import augmentation, compile_multitask
+
+    x = np.stack([decode_face(data, (size,), 10**8).arrays[size] for _, _, data in train])
+    ages = np.array([label.age for _, label, _ in train], np.float32)
+    genders = np.array([label.gender for _, label, _ in train], np.float32)
+    model = build_multitask_cnn(input_size=size, width_multiplier=0.25, age_mean=float(ages.mean()),
+                                augmentation=augmentation(AUGMENT, seed=0), **CNN10)
+    compile_multitask(model, 1e-3, {"age": 0.1, "gender": 1.0})
+    model.fit(x, {"age": ages, "gender": genders}, batch_size=64, epochs=epochs, verbose=0)
+    return model
+
+
+def _synthetic_photo(rng, face):
+    """``face`` (a 200 px UTKFace crop) scaled to 64-200 px, rotated up to 20 degrees and pasted
+    off-centre into a 640x480 scene of other content; the photo and the face's centre (px)."""
+    import numpy as np
+    from PIL import Image
+
+    grid = rng.integers(0, 256, (30, 40, 3)).astype(np.uint8)
+    scene = Image.fromarray(grid).resize((640, 480), Image.BICUBIC)
+    side = int(rng.integers(64, 201))
+    angle = float(rng.uniform(-20, 20))
+    image = Image.fromarray(face).resize((side, side), Image.BILINEAR).convert("RGBA")
+    image = image.rotate(angle, resample=Image.BILINEAR, expand=True)
+    x = int(rng.integers(0, 640 - image.width))
+    y = int(rng.integers(0, 480 - image.height))
+    scene.paste(image, (x, y), image)
+    return np.asarray(scene), (x + image.width / 2, y + image.height / 2, side)
+
+
+def bench_crop_framing(quick: bool) -> dict:
+    """Where UTKFace's crops put a face, the measurement behind ``age_gender.detection``'s framing
+    constants: on race-balanced archive crops, MTCNN's eye midpoint and eye distance as shares of
+    the crop side (on the bare 200 px crops), and the Haar box against the crop when the crop is
+    pasted upright at 90-199 px into a 640x480 scene (crop side / box width, and how far the
+    crop's centre lies below the box's, in box heights)."""
+    import numpy as np
+    from PIL import Image
+
+    from age_gender.detection import HaarDetector, MtcnnDetector
+    from age_gender.faces import decode_face
+
+    sample, _ = _predict_sample(8 if quick else 40, 0, seed=2)
+    faces = [np.asarray(decode_face(data, (200,), 10**8).arrays[200]) for _, _, data in sample]
+    eyes = []
+    for found in MtcnnDetector(min_face=40).detect(faces):
+        if found:
+            (lx, ly), (rx, ry) = found[0].eyes
+            eyes.append(((lx + rx) / 400, (ly + ry) / 400, float(np.hypot(rx - lx, ry - ly)) / 200))
+    rng = np.random.default_rng(3)
+    haar = HaarDetector()
+    boxes = []
+    for face in faces:
+        side = int(rng.integers(90, 200))
+        scene = np.array(Image.fromarray(rng.integers(0, 256, (30, 40, 3)).astype(np.uint8)).resize((640, 480), Image.BICUBIC))
+        x, y = int(rng.integers(0, 640 - side)), int(rng.integers(0, 480 - side))
+        scene[y:y + side, x:x + side] = np.asarray(Image.fromarray(face).resize((side, side), Image.BILINEAR))
+        inside = [f for f in haar.detect([scene])[0]
+                  if x <= f.box[0] + f.box[2] / 2 <= x + side and y <= f.box[1] + f.box[3] / 2 <= y + side]
+        if inside:
+            bx, by, bw, bh = inside[0].box
+            boxes.append((side / bw, (y + side / 2 - by - bh / 2) / bh))
+    eyes, boxes = np.array(eyes), np.array(boxes)
+
+    def spread(values):
+        low, mid, high = np.percentile(values, [25, 50, 75])
+        return {"median": round(float(mid), 4), "iqr": [round(float(low), 4), round(float(high), 4)]}
+
+    return {"crops": len(sample), "mtcnn_found": len(eyes), "haar_found": len(boxes),
+            "eye_centre_x": spread(eyes[:, 0]), "eye_centre_y": spread(eyes[:, 1]),
+            "eye_distance": spread(eyes[:, 2]), "haar_crop_scale": spread(boxes[:, 0]),
+            "haar_crop_shift": spread(boxes[:, 1])}
+
+
+def bench_predict(quick: bool) -> dict:
+    """The predict path on synthetic photos: archive crops (race-balanced, seeded) scaled down,
+    rotated up to 20 degrees and pasted off-centre into scenes go through ``PhotoPredictor``
+    (detect, cut, predict) with each detector. Per detector: share of faces found (overall and per
+    race group, largest gap between groups), the model's gender accuracy and age MAE on the faces
+    found against the same faces' original crops, photos per second; and the ingestion face
+    check's rate per group on the bare crops. The model: ``AGE_GENDER_BENCH_MODEL`` (a .keras
+    path, ``--predict-model``), else a small scratch CNN trained here on other archive crops."""
+    import numpy as np
+
+    from age_gender.faces import RACES, crops_with_faces, decode_face
+    from age_gender.photos import DetectSettings, PhotoPredictor, load_model
+    from age_gender.reporting import predict_faces
+
+    per_race = 12 if quick else 60
+    sample, train = _predict_sample(per_race, 300 if quick else 2000)
+    started = time.perf_counter()
+    given = os.environ.get("AGE_GENDER_BENCH_MODEL")
+    model = load_model(given) if given else _small_model(train, epochs=1 if quick else 5)
+    train_seconds = round(time.perf_counter() - started, 1)
+    size = int(model.input_shape[1])
+    rng = np.random.default_rng(1)
+    faces = [np.asarray(decode_face(data, (200,), 10**8).arrays[200]) for _, _, data in sample]
+    photos, centres = zip(*(_synthetic_photo(rng, face) for face in faces))
+    races = np.array([label.race for _, label, _ in sample])
+    ages = np.array([label.age for _, label, _ in sample], float)
+    genders = np.array([label.gender for _, label, _ in sample])
+    crops = np.stack([decode_face(data, (size,), 10**8).arrays[size] for _, _, data in sample])
+    crop_age, crop_female = predict_faces(model, crops, flip_average=True)
+
+    def scores(index, age_pred, female):
+        return {"gender_accuracy": round(float(np.mean((female >= 0.5) == genders[index])), 4),
+                "age_mae": round(float(np.mean(np.abs(age_pred - ages[index]))), 3)}
+
+    result = {"faces": len(sample), "per_race_n": {RACES[r]: int((races == r).sum()) for r in range(5)},
+              "model": given or f"small scratch CNN, {size} px, trained on {len(train)} other crops",
+              "model_seconds": train_seconds, "on_crops": scores(np.arange(len(sample)), crop_age, crop_female),
+              "photo": "640x480 scene, face 64-200 px, rotated -20..20 degrees, off-centre"}
+    for name in ("mtcnn", "haar"):
+        predictor = PhotoPredictor(model, DetectSettings(detector=name), flip_average=True)
+        predictor.predict(list(photos[:4]))  # warm-up: graphs traced, cascade loaded
+        tick = time.perf_counter()
+        rows = [r for start in range(0, len(photos), 32) for r in predictor.predict(list(photos[start:start + 32]))]
+        seconds = time.perf_counter() - tick
+        found, age_pred, female = [], [], []
+        for i, (faces_found, (cx, cy, side)) in enumerate(zip(rows, centres)):
+            near = [r for r in faces_found if abs(r["x"] + r["w"] / 2 - cx) < side / 2 and abs(r["y"] + r["h"] / 2 - cy) < side / 2]
+            if near:
+                found.append(i)
+                age_pred.append(near[0]["age"])
+                female.append(near[0]["female_prob"])
+        found = np.array(found, int)
+        rates = {RACES[r]: round(float(np.isin(np.flatnonzero(races == r), found).mean()), 4) for r in range(5)}
+        extra = sum(len(r) for r in rows) - len(found)
+        result[name] = {
+            "found": round(len(found) / len(photos), 4), "found_by_race": rates,
+            "largest_gap": round(max(rates.values()) - min(rates.values()), 4),
+            "other_detections": int(extra),
+            "on_photos": scores(found, np.array(age_pred), np.array(female)),
+            "same_faces_on_crops": scores(found, crop_age[found], crop_female[found]),
+            "photos_per_s": round(len(photos) / seconds, 2)}
+        tick = time.perf_counter()
+        checked = crops_with_faces(np.stack([np.asarray(decode_face(d, (64,), 10**8).arrays[64]) for _, _, d in sample]),
+                                   detector=name)
+        check_rates = {RACES[r]: round(float(checked[races == r].mean()), 4) for r in range(5)}
+        result[name]["face_check_by_race"] = check_rates
+        result[name]["face_check_largest_gap"] = round(max(check_rates.values()) - min(check_rates.values()), 4)
+        result[name]["face_check_crops_per_s"] = round(len(sample) / (time.perf_counter() - tick), 1)
+    result["mtcnn_photos_per_s"] = result["mtcnn"]["photos_per_s"]
+    result["haar_photos_per_s"] = result["haar"]["photos_per_s"]
+    return result
+
 
 BENCHMARKS = ("bench_ingestion", "bench_input_vs_model", "bench_input_pipelines", "bench_mixed_precision",
               "bench_determinism", "bench_paper_scratch", "bench_fine_tune_and_inference", "bench_paper_fine_tune",
-              "bench_transfer_levers", "bench_scratch_levers")
+              "bench_transfer_levers", "bench_scratch_levers", "bench_crop_framing", "bench_predict")
 
 
 def _child(name: str, quick: bool, queue) -> None:
@@ -584,7 +766,13 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smaller samples, for a smoke check")
     parser.add_argument("--output", default=str(REPO / "data" / "08_reporting" / "benchmarks.json"))
     parser.add_argument("--only", nargs="*", help="names of benchmarks to run")
+    parser.add_argument("--predict-model", help="bench_predict: a trained .keras model (default: a "
+                                                "small CNN trained in the benchmark)")
     args = parser.parse_args()
+    if args.predict_model:
+        if not Path(args.predict_model).is_file():
+            sys.exit(f"no model file at {args.predict_model} (--predict-model)")
+        os.environ["AGE_GENDER_BENCH_MODEL"] = str(Path(args.predict_model).resolve())
     if not archive_path().exists():
         sys.exit(f"benchmarks need the UTKFace archive at {archive_path()} (set UTKFACE_ARCHIVE)")
     unknown = [name for name in args.only or () if name not in BENCHMARKS]

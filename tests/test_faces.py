@@ -6,7 +6,6 @@ from PIL import Image
 
 from age_gender.faces import (
     FaceLabel,
-    crop_like_utkface,
     crops_with_faces,
     decode_face,
     decode_many,
@@ -130,7 +129,9 @@ def test_face_detector_finds_faces_in_real_crops_and_not_in_noise(archive_member
     assert crops_with_faces(noise).mean() < 0.1
 
 
-def test_crop_like_utkface_pads_at_the_border():
+def test_crop_pads_with_edge_pixels_where_it_leaves_the_photo():
+    from age_gender.detection import Face, crop_face
+
     photo = np.full((100, 150, 3), 7, dtype=np.uint8)
-    crop = crop_like_utkface(photo, (0, 0, 40, 40), margin=0.4, size=32)
-    assert crop.shape == (32, 32, 3) and (crop == 7).all()
+    crop = crop_face(photo, Face((0.0, 0.0, 40.0, 40.0)), size=32, margin=0.4)
+    assert crop.shape == (32, 32, 3) and crop.dtype == np.uint8 and (crop == 7).all()

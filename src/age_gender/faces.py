@@ -1,6 +1,6 @@
 """Face image primitives shared by ingestion, external evaluation and prediction: UTKFace label
-parsing, robust decoding to square RGB arrays, and a face detector (OpenCV's bundled Haar
-cascade, so no model download is ever needed)."""
+parsing, robust decoding to square RGB arrays, and ingestion's face check (the detectors
+themselves live in :mod:`age_gender.detection`)."""
 
 from __future__ import annotations
 
@@ -121,6 +121,51 @@ def _deep_to_l(image: Image.Image) -> Image.Image | str:
     return Image.fromarray(scaled.astype(np.uint8), mode="L")
 
 
+def _open_rgb(data: bytes, max_pixels: int, min_side: int, draft: int | None) -> tuple[Image.Image | None, DecodedImage]:
+    """Decode image bytes to an RGB PIL image, EXIF orientation applied, deep gray scaled by its
+    own range; ``(None, refusal)`` when it cannot be, else ``(image, DecodedImage without arrays)``
+    carrying the original size and mode. ``draft``: let JPEG decode at a reduced scale that is
+    still at least this many px."""
+    if not data:
+        return None, DecodedImage(None, "empty_file", "zero bytes")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            width, height = image.size
+            mode = image.mode
+            if width * height > max_pixels:
+                return None, DecodedImage(None, "decompression_bomb",
+                                          f"{width}x{height} is over {max_pixels} pixels", width, height, mode)
+            if min(width, height) < min_side:
+                return None, DecodedImage(None, "too_small", f"{width}x{height} has a side under {min_side} px",
+                                          width, height, mode)
+            if mode not in _DEEP_MODES and mode not in _PLAIN_MODES:
+                return None, DecodedImage(None, "unsupported_mode", f"pixel mode {mode!r}", width, height, mode)
+            orientation = image.getexif().get(_EXIF_ORIENTATION, 1)
+            if image.format == "JPEG" and draft:
+                image.draft("RGB", (draft, draft))
+            image.load()
+            if orientation in (2, 3, 4, 5, 6, 7, 8):
+                image = ImageOps.exif_transpose(image)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        return None, DecodedImage(None, "decompression_bomb", str(error))
+    except Exception as error:  # PIL raises many types for broken files
+        return None, DecodedImage(None, "unreadable_image", f"{type(error).__name__}: {error}")
+    if image.mode in _DEEP_MODES:
+        image = _deep_to_l(image)
+        if isinstance(image, str):
+            reason = "constant_image" if image.startswith("every pixel") else "unsupported_mode"
+            return None, DecodedImage(None, reason, f"{mode} image {image}", width, height, mode)
+    if image.mode != "RGB":
+        if "A" in image.getbands() or image.mode == "P":
+            image = image.convert("RGBA")
+            background = Image.new("RGBA", image.size, (0, 0, 0, 255))
+            image = Image.alpha_composite(background, image)
+        image = image.convert("RGB")
+    return image, DecodedImage(None, None, "", width, height, mode)
+
+
 def decode_face(data: bytes, sizes: Sequence[int], max_pixels: int, min_side: int = 1,
                 refuse_constant: bool = True) -> DecodedImage:
     """Decode image bytes into square RGB ``uint8`` arrays of shape ``(size, size, 3)``, one per size.
@@ -131,46 +176,12 @@ def decode_face(data: bytes, sizes: Sequence[int], max_pixels: int, min_side: in
     ``reason`` set instead: ``empty_file``, ``unreadable_image`` (broken or truncated),
     ``decompression_bomb`` (over ``max_pixels``), ``too_small`` (a side under ``min_side`` px),
     ``unsupported_mode`` (a pixel format not converted faithfully) or ``constant_image``
-    (every pixel the same: a blank, not a face; ``refuse_constant=False`` keeps it, for callers
-    such as prediction that only check a photo is readable).
+    (every pixel the same: a blank, not a face; ``refuse_constant=False`` keeps it).
     """
-    if not data:
-        return DecodedImage(None, "empty_file", "zero bytes")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
-            width, height = image.size
-            mode = image.mode
-            if width * height > max_pixels:
-                return DecodedImage(None, "decompression_bomb",
-                                    f"{width}x{height} is over {max_pixels} pixels", width, height, mode)
-            if min(width, height) < min_side:
-                return DecodedImage(None, "too_small", f"{width}x{height} has a side under {min_side} px",
-                                    width, height, mode)
-            if mode not in _DEEP_MODES and mode not in _PLAIN_MODES:
-                return DecodedImage(None, "unsupported_mode", f"pixel mode {mode!r}", width, height, mode)
-            orientation = image.getexif().get(_EXIF_ORIENTATION, 1)
-            if image.format == "JPEG":
-                image.draft("RGB", (max(sizes), max(sizes)))
-            image.load()
-            if orientation in (2, 3, 4, 5, 6, 7, 8):
-                image = ImageOps.exif_transpose(image)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-        return DecodedImage(None, "decompression_bomb", str(error))
-    except Exception as error:  # PIL raises many types for broken files
-        return DecodedImage(None, "unreadable_image", f"{type(error).__name__}: {error}")
-    if image.mode in _DEEP_MODES:
-        image = _deep_to_l(image)
-        if isinstance(image, str):
-            reason = "constant_image" if image.startswith("every pixel") else "unsupported_mode"
-            return DecodedImage(None, reason, f"{mode} image {image}", width, height, mode)
-    if image.mode != "RGB":
-        if "A" in image.getbands() or image.mode == "P":
-            image = image.convert("RGBA")
-            background = Image.new("RGBA", image.size, (0, 0, 0, 255))
-            image = Image.alpha_composite(background, image)
-        image = image.convert("RGB")
+    image, decoded = _open_rgb(data, max_pixels, min_side, max(sizes))
+    if image is None:
+        return decoded
+    width, height, mode = decoded.width, decoded.height, decoded.mode
     side = min(image.size)
     if image.size[0] != image.size[1]:
         left = (image.size[0] - side) // 2
@@ -185,6 +196,16 @@ def decode_face(data: bytes, sizes: Sequence[int], max_pixels: int, min_side: in
         return DecodedImage(None, "constant_image",
                             f"every pixel is {smallest.flat[0]}: a blank, not a face", width, height, mode)
     return DecodedImage(arrays, None, "", width, height, mode)
+
+
+def decode_photo(data: bytes, max_pixels: int) -> np.ndarray | DecodedImage:
+    """A whole photo as an RGB ``uint8`` array (H x W x 3), at full size, decoded as
+    :func:`decode_face` decodes (EXIF orientation applied, 16-bit and float gray scaled by their
+    own range, alpha over black); a :class:`DecodedImage` with ``reason`` set when it cannot be
+    (``empty_file``, ``unreadable_image``, ``decompression_bomb``, ``unsupported_mode``, or
+    ``constant_image`` for a deep image of one value). Never raises for bad data."""
+    image, decoded = _open_rgb(data, max_pixels, 1, None)
+    return decoded if image is None else np.asarray(image, dtype=np.uint8)
 
 
 def _decode_chunk(args: tuple[list[bytes], tuple[int, ...], int, int]) -> list[DecodedImage]:
@@ -223,69 +244,30 @@ def decode_many(blobs: Sequence[bytes], sizes: Sequence[int], max_pixels: int,
     return list(iter_decoded(blobs, sizes, max_pixels, workers, min_side))
 
 
-# --- face detection --------------------------------------------------------------------------
+# --- face check of ingestion -------------------------------------------------------------------
 
 
-def _cascade():
-    import cv2
+def _crop_has_face(args: tuple[np.ndarray, str, int]) -> np.ndarray:
+    from age_gender.detection import crops_have_faces
 
-    cv2.setNumThreads(1)
-    path = cv2.data.haarcascades + "haarcascade_frontalface_default.xml"
-    cascade = cv2.CascadeClassifier(path)
-    if cascade.empty():
-        raise RuntimeError(f"OpenCV could not load its bundled face cascade from {path}")
-    return cascade
+    if args[1] == "haar":  # each worker process runs one cascade on one core
+        import cv2
 
-
-def _crop_has_face(args: tuple[np.ndarray, int]) -> np.ndarray:
-    """For face crops (the face fills the frame): pad so the cascade sees the whole face."""
-    import cv2
-
-    images, min_neighbors = args
-    cascade = _cascade()
-    found = np.zeros(len(images), dtype=bool)
-    for i, image in enumerate(images):
-        gray = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY)
-        gray = cv2.resize(gray, (64, 64), interpolation=cv2.INTER_AREA)
-        gray = cv2.copyMakeBorder(gray, 16, 16, 16, 16, cv2.BORDER_REPLICATE)
-        boxes = cascade.detectMultiScale(gray, scaleFactor=1.1, minNeighbors=min_neighbors,
-                                         minSize=(40, 40), maxSize=(80, 80))
-        found[i] = len(boxes) > 0
-    return found
+        cv2.setNumThreads(1)
+    return crops_have_faces(*args)
 
 
-def crops_with_faces(images: np.ndarray, min_neighbors: int = 3, workers: int = 1) -> np.ndarray:
-    """Boolean per face crop: does the detector find a face in it?"""
-    if len(images) == 0:
-        return np.zeros(0, dtype=bool)
-    if workers <= 1 or len(images) < 512:
-        return _crop_has_face((images, min_neighbors))
-    jobs = [(np.asarray(chunk), min_neighbors) for chunk in _chunks(images, workers * 4)]
+def crops_with_faces(images: np.ndarray, min_neighbors: int = 3, workers: int = 1,
+                     detector: str = "haar") -> np.ndarray:
+    """Boolean per face crop (N x S x S x 3 uint8): does ``detector`` (``haar`` or ``mtcnn``,
+    see :mod:`age_gender.detection`) find a face in it? Haar runs in ``workers`` processes;
+    MTCNN in this one (TensorFlow uses every core itself).
+
+    Raises:
+        ValueError: an unknown detector name.
+    """
+    if len(images) == 0 or detector != "haar" or workers <= 1 or len(images) < 512:
+        return _crop_has_face((images, detector, min_neighbors))
+    jobs = [(np.asarray(chunk), detector, min_neighbors) for chunk in _chunks(images, workers * 4)]
     with _pool(workers) as pool:
         return np.concatenate(list(pool.map(_crop_has_face, jobs)))
-
-
-def detect_faces(photo: np.ndarray, min_size: int = 40, min_neighbors: int = 5) -> list[tuple[int, int, int, int]]:
-    """Face boxes ``(x, y, w, h)`` in an ordinary RGB photo, largest first."""
-    import cv2
-
-    gray = cv2.cvtColor(np.ascontiguousarray(photo), cv2.COLOR_RGB2GRAY)
-    gray = cv2.equalizeHist(gray)
-    boxes = _cascade().detectMultiScale(gray, scaleFactor=1.1, minNeighbors=min_neighbors,
-                                        minSize=(min_size, min_size))
-    boxes = [tuple(int(v) for v in box) for box in boxes]
-    return sorted(boxes, key=lambda b: b[2] * b[3], reverse=True)
-
-
-def crop_like_utkface(photo: np.ndarray, box: tuple[int, int, int, int], margin: float,
-                      size: int) -> np.ndarray:
-    """A square crop around a detected face, widened by ``margin`` of the box on each side
-    (UTKFace crops show the whole head), padded with edge pixels where it leaves the photo."""
-    x, y, w, h = box
-    side = int(round(max(w, h) * (1 + 2 * margin)))
-    cx, cy = x + w / 2, y + h / 2
-    left, top = int(round(cx - side / 2)), int(round(cy - side / 2))
-    pad = max(0, -left, -top, left + side - photo.shape[1], top + side - photo.shape[0])
-    padded = np.pad(photo, ((pad, pad), (pad, pad), (0, 0)), mode="edge") if pad else photo
-    crop = padded[top + pad : top + pad + side, left + pad : left + pad + side]
-    return np.asarray(Image.fromarray(crop).resize((size, size), Image.BILINEAR), dtype=np.uint8)

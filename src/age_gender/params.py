@@ -166,7 +166,11 @@ class Device(_Group):
 
 
 class FaceCheck(_Group):
+    """``ingestion.face_check``: which detector checks every crop (``haar`` or ``mtcnn``), whether
+    its suspects are dropped, and Haar's strictness."""
+
     enabled: bool
+    detector: Literal["haar", "mtcnn"]
     drop_suspects: bool
     min_neighbors: NonNegativeInt
 
@@ -192,13 +196,27 @@ class External(_Group):
 
 
 class Predict(_Group):
-    """``predict``: model used on photos and the face detector's settings (px, shares)."""
+    """``predict``: model used on photos, the face detector and its settings (px, shares), the
+    crop's margin (share of its side, > -0.5), the per-photo caps (pixels, megabytes), the
+    longest side a photo is searched at (px) and photos per batch."""
 
     model: Literal["scratch", "transfer"]
-    min_face: Count
+    detector: Literal["mtcnn", "haar"]
+    min_face: Annotated[int, Field(ge=12)]
     min_neighbors: NonNegativeInt
-    margin: NonNegativeFloat
+    thresholds: Annotated[list[Annotated[float, Field(gt=0, lt=1)]], Field(min_length=3, max_length=3)]
+    margin: Annotated[float, Field(gt=-0.5, le=2)]
     max_pixels: Count
+    max_file_mb: Annotated[float, Field(gt=0, le=2000)]  # the catalog's photos_raw reads up to 2000 MB
+    detect_max_side: Annotated[int, Field(ge=64)]
+    batch_size: Count
+
+    @model_validator(mode="after")
+    def _faces_fit(self):
+        if self.min_face > self.detect_max_side:
+            raise ValueError(f"min_face ({self.min_face} px) must not exceed detect_max_side "
+                             f"({self.detect_max_side} px): no face could ever be found")
+        return self
 
 
 class SplitFractions(_Group):

@@ -183,12 +183,14 @@ def decode_faces(face_source: FaceSource, params: dict[str, Any]) -> tuple[pd.Da
 
 
 def check_faces(images: dict[int, np.ndarray], params: dict[str, Any]) -> np.ndarray:
-    """Run the face detector on every crop (smallest cached size); True where a face is found."""
+    """Run the face detector (``face_check.detector``) on every crop (smallest cached size); True
+    where a face is found."""
     smallest = images[min(images)]
     if not params["face_check"]["enabled"]:
         return np.ones(len(smallest), dtype=bool)
     return crops_with_faces(smallest, int(params["face_check"]["min_neighbors"]),
-                            workers=_workers(params.get("workers")))
+                            workers=_workers(params.get("workers")),
+                            detector=params["face_check"].get("detector", "haar"))
 
 
 def select_faces(manifest: pd.DataFrame, images: dict[int, np.ndarray], face_found: np.ndarray,
@@ -242,7 +244,8 @@ def select_faces(manifest: pd.DataFrame, images: dict[int, np.ndarray], face_fou
         "exclude_files_unmatched": unmatched,
         "face_check": {
             "enabled": bool(params["face_check"]["enabled"]),
-            "detector": "OpenCV haarcascade_frontalface_default",
+            "detector": {"haar": "OpenCV haarcascade_frontalface_default",
+                         "mtcnn": "MTCNN (mtcnn package)"}[params["face_check"].get("detector", "haar")],
             "suspects": len(suspects),
             "suspect_files": suspects,
             "dropped": drop_suspects,

@@ -1,82 +1,74 @@
-"""Nodes of ``predict``: detect faces (the ingestion's detector), crop them as UTKFace crops are
-cropped, predict, and draw the result on each photo."""
+"""Nodes of ``predict``: find the faces in every photo, cut them as UTKFace crops are cut,
+predict them in batches, and draw the result on each photo (machinery: ``age_gender.photos``)."""
 
 from __future__ import annotations
 
 import hashlib
-import io
 from collections.abc import Mapping
+from functools import partial
 from typing import Any
 
-import numpy as np
 import pandas as pd
-from PIL import Image, ImageDraw
 
 from age_gender.datasets import FaceSource
-from age_gender.faces import GENDERS, crop_like_utkface, decode_face, detect_faces
-from age_gender.reporting import flip_average, predict_faces
-
-COLUMNS = ["file", "face", "x", "y", "w", "h", "age", "gender", "female_prob", "gender_prob"]
-
-
-def _photo(data: bytes, max_pixels: int) -> np.ndarray | str:
-    """The full photo as RGB (EXIF rotation applied), or why it cannot be read."""
-    from PIL import ImageOps
-
-    checked = decode_face(data, (32,), max_pixels, refuse_constant=False)  # a blank photo: no face
-    if checked.reason:
-        return f"{checked.reason}: {checked.detail}"
-    image = ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB")
-    return np.asarray(image)
+from age_gender.detection import measured_detection
+from age_gender.photos import (
+    COLUMNS,
+    DetectSettings,
+    PhotoPredictor,
+    annotate,
+    predict_stream,
+    reader,
+)
+from age_gender.reporting import flip_average
 
 
-def _annotated_name(name: str, taken: Mapping[str, Any]) -> str:
-    """A file name (without ``.jpg``) for the annotated copy of photo ``name`` that no other photo
-    of the run has: its path with ``/`` as ``__`` and its own suffix kept (``face.png`` and
-    ``face.jpg`` stay apart); a clash left (``a/b.jpg`` and ``a__b.jpg``) gets a hash of the path."""
+def annotated_name(name: str, taken: set[str]) -> str:
+    """A file name (without ``.jpg``) for the annotated copy of photo ``name`` that no other name
+    in ``taken`` has, even on a case-insensitive file system: its path with ``/`` as ``__`` and its
+    own suffix kept (``face.png`` and ``face.jpg`` stay apart); a clash left (``a/b.jpg`` and
+    ``a__b.jpg``, ``A.jpg`` and ``a.jpg``) gets the first hex digits of the path's sha256."""
     key = name.replace("/", "__")
-    if key in taken:
-        key = f"{key}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
+    digest = hashlib.sha256(name.encode()).hexdigest()
+    length = 8
+    while key.casefold() in taken:
+        key = f"{name.replace('/', '__')}-{digest[:length]}"
+        length += 4
+    taken.add(key.casefold())
     return key
+
+
+def _annotated(read, rows):
+    return annotate(read(), rows)
 
 
 def predict_photos(photos: FaceSource, params: Mapping[str, Any], inference: Mapping[str, Any] | None,
                    **models):
-    """Predictions table, one annotated JPEG per photo, and a report of photos without faces.
-    ``models``: every registered model by name (None when not trained); ``params['model']`` picks one."""
+    """Predictions table, one annotated JPEG per photo, and a report of photos without faces or
+    unreadable. ``models``: every registered model by name (None when not trained);
+    ``params['model']`` picks one."""
     if params["model"] not in models:
         raise ValueError(f"predict.model must be one of {sorted(models)}, got {params['model']!r}")
     model = models[params["model"]]
     if model is None:
         raise ValueError(f"No trained {params['model']} model: run `kedro run --pipeline {params['model']}` first.")
-    size = int(model.input_shape[1])
-    rows, annotated = [], {}
+    predictor = PhotoPredictor(model, DetectSettings.from_params(params), flip_average(inference))
+    max_bytes = int(float(params["max_file_mb"]) * 1_000_000)
+    readers = {name: reader(data, int(params["max_pixels"]), max_bytes) for name, data in sorted(photos.members)}
+    rows, annotated, taken = [], {}, set()
     report = {"photos_seen": photos.files_seen, "no_face": [], "unreadable": {},
-              "refused": dict(photos.refused), "model": params["model"], "annotated": {}}
-    for name, data in sorted(photos.members):
-        photo = _photo(data, int(params["max_pixels"]))
-        if isinstance(photo, str):
-            report["unreadable"][name] = photo
+              "refused": dict(photos.refused), "model": params["model"], "detector": params["detector"],
+              "found_by_race_measured": measured_detection(params["detector"]), "annotated": {}}
+    for result in predict_stream(predictor, readers.items(), int(params["batch_size"]), len(readers), progress=True):
+        if result.problem:
+            report["unreadable"][result.name] = result.problem
             continue
-        boxes = detect_faces(photo, int(params["min_face"]), int(params["min_neighbors"]))
-        if not boxes:
-            report["no_face"].append(name)
-        crops = np.stack([crop_like_utkface(photo, b, float(params["margin"]), size) for b in boxes]) if boxes else None
-        ages, female = predict_faces(model, crops, flip_average=flip_average(inference)) if boxes else ([], [])
-        image = Image.fromarray(photo)
-        draw = ImageDraw.Draw(image)
-        for k, (box, age, prob) in enumerate(zip(boxes, ages, female)):
-            gender = int(prob >= 0.5)
-            rows.append({"file": name, "face": k, "x": box[0], "y": box[1], "w": box[2], "h": box[3],
-                         "age": round(float(age), 1), "gender": GENDERS[gender],
-                         "female_prob": round(float(prob), 4),
-                         "gender_prob": round(float(prob if gender else 1 - prob), 4)})
-            x, y, w, h = box
-            draw.rectangle([x, y, x + w, y + h], outline=(255, 40, 40), width=max(2, w // 60))
-            draw.text((x, max(0, y - 12)), f"{age:.0f} {GENDERS[gender]} ({rows[-1]['gender_prob']:.2f})",
-                      fill=(255, 40, 40))
-        key = _annotated_name(name, annotated)
-        annotated[key] = image
-        report["annotated"][name] = f"{key}.jpg"  # photo -> its file in annotated_photos/
+        if not result.rows:
+            report["no_face"].append(result.name)
+        rows.extend({"file": result.name, **row} for row in result.rows)
+        key = annotated_name(result.name, taken)
+        # drawn when saved (decoded again then): no batch of full-size photos stays in memory
+        annotated[key] = partial(_annotated, readers[result.name], result.rows)
+        report["annotated"][result.name] = f"{key}.jpg"  # photo -> its file in annotated_photos/
     report["faces"] = len(rows)
     return pd.DataFrame(rows, columns=COLUMNS), annotated, report

@@ -1,0 +1,276 @@
+"""Age and gender for every face in ordinary photos: find the faces, cut each as UTKFace crops
+are cut (:mod:`age_gender.detection`), predict them in batches. Used by the ``predict``
+pipeline, by :func:`predict_faces` (Python) and by ``age-gender predict`` (console).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from age_gender.faces import GENDERS, decode_photo
+
+#: Columns of a predictions table: the photo, the face's number in it (largest first), its box
+#: (px, ints), the detector's confidence, predicted age (years), gender and probabilities.
+COLUMNS = ["file", "face", "x", "y", "w", "h", "score", "age", "gender", "female_prob", "gender_prob"]
+DEFAULT_MAX_PIXELS = 60_000_000
+#: A batch of photos is closed early once it holds this many pixels (about 600 MB decoded).
+BATCH_PIXELS = 200_000_000
+
+
+@dataclass(frozen=True)
+class DetectSettings:
+    """How faces are found and cut: see ``conf/base/parameters_predict.yml`` for each field."""
+
+    detector: str = "mtcnn"
+    min_face: int = 40
+    min_neighbors: int = 5
+    thresholds: tuple[float, float, float] = (0.6, 0.7, 0.8)
+    margin: float = 0.0
+    detect_max_side: int = 1600
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> DetectSettings:
+        """From the (validated) ``predict`` parameter group."""
+        return cls(str(params["detector"]), int(params["min_face"]), int(params["min_neighbors"]),
+                   tuple(float(t) for t in params["thresholds"]), float(params["margin"]),
+                   int(params["detect_max_side"]))
+
+
+@dataclass
+class PhotoResult:
+    """One photo's outcome: ``photo`` (RGB uint8, None when unreadable), its ``rows`` (one dict per
+    face, keys :data:`COLUMNS` but ``file``) or ``problem`` (why it could not be read)."""
+
+    name: str
+    photo: np.ndarray | None
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    problem: str | None = None
+
+
+def load_model(model: Any):
+    """A Keras model as given, or loaded from a ``.keras`` path (the project's layers registered).
+
+    Raises:
+        ValueError: the path does not exist, is not a ``.keras`` file, or Keras cannot load it.
+    """
+    if not isinstance(model, (str, os.PathLike)):
+        if not (hasattr(model, "predict") and hasattr(model, "input_shape")):
+            raise ValueError(f"model must be a keras.Model or a path to a .keras file, got {type(model).__name__}")
+        return model
+    path = Path(model).expanduser()
+    if not path.is_file():
+        raise ValueError(f"no model file at '{path}': give the path of a trained .keras model "
+                         f"(e.g. data/06_models/transfer_model.keras)")
+    if path.suffix != ".keras":
+        raise ValueError(f"'{path}' is not a .keras model file: give a model saved by this project (.keras)")
+    import keras
+
+    import age_gender.models  # noqa: F401  (registers the custom layers)
+
+    try:
+        return keras.models.load_model(path, compile=False)
+    except Exception as error:  # Keras raises many types for a damaged archive
+        raise ValueError(f"cannot load the model '{path}' ({type(error).__name__}: "
+                         f"{' '.join(str(error).split())[:200]}): is it a complete .keras file?") from None
+
+
+class PhotoPredictor:
+    """Faces found, cut and predicted, a batch of photos at a time.
+
+    ``model``: a loaded ``keras.Model`` with a square uint8 RGB input and ``age``/``gender``
+    outputs (this project's models); ``settings``: :class:`DetectSettings`; ``flip_average``:
+    also predict each face mirrored and average (as evaluation does).
+    """
+
+    def __init__(self, model: Any, settings: DetectSettings = DetectSettings(), flip_average: bool = True) -> None:
+        from age_gender.detection import make_detector
+
+        self.model = load_model(model)
+        shape = self.model.input_shape
+        if len(shape) != 4 or shape[1] != shape[2] or shape[1] is None or shape[3] != 3:
+            raise ValueError(f"model input must be (batch, size, size, 3), got {shape}")
+        self.size = int(shape[1])
+        self.settings = settings
+        self.flip_average = flip_average
+        self.detector = make_detector(settings.detector, settings.min_face, settings.min_neighbors,
+                                      settings.thresholds)
+
+    def predict(self, photos: Sequence[np.ndarray]) -> list[list[dict[str, Any]]]:
+        """Per RGB uint8 photo (H x W x 3): one dict per face found, largest first, keys
+        :data:`COLUMNS` but ``file``; all faces of the batch go through the model together."""
+        from age_gender.detection import crop_face, detect_resized
+        from age_gender.reporting import predict_faces as predict_crops
+
+        found = detect_resized(self.detector, photos, self.settings.detect_max_side)
+        crops = [crop_face(photo, face, self.size, self.settings.margin)
+                 for photo, faces in zip(photos, found) for face in faces]
+        if crops:
+            ages, female = predict_crops(self.model, np.stack(crops), flip_average=self.flip_average)
+        else:
+            ages, female = np.zeros(0), np.zeros(0)
+        results, k = [], 0
+        for faces in found:
+            rows = []
+            for number, face in enumerate(faces):
+                prob = float(female[k])
+                gender = int(prob >= 0.5)
+                x, y, w, h = face.box
+                rows.append({"face": number, "x": int(round(x)), "y": int(round(y)), "w": int(round(w)),
+                             "h": int(round(h)), "score": round(face.score, 4), "age": round(float(ages[k]), 1),
+                             "gender": GENDERS[gender], "female_prob": round(prob, 4),
+                             "gender_prob": round(prob if gender else 1 - prob, 4)})
+                k += 1
+            results.append(rows)
+        return results
+
+
+def predict_stream(predictor: PhotoPredictor, items: Iterable[tuple[str, Callable[[], np.ndarray | str]]],
+                   batch_size: int = 32, total: int | None = None, progress: bool = False) -> Iterator[PhotoResult]:
+    """Each ``(name, read)`` item's :class:`PhotoResult`, in order. ``read()`` gives the photo
+    (RGB uint8, H x W x 3) or a string saying why it cannot be read; photos are read, searched and
+    predicted ``batch_size`` at a time (only one batch in memory; a batch closes early once its
+    photos hold ``BATCH_PIXELS`` pixels), with a Keras progress bar counting photos when
+    ``progress``."""
+    bar = None
+    if progress:
+        import keras
+
+        bar = keras.utils.Progbar(total, unit_name="photo")
+    done = 0
+    batch: list[tuple[str, np.ndarray | str]] = []
+
+    def flush() -> Iterator[PhotoResult]:
+        readable = [(name, photo) for name, photo in batch if not isinstance(photo, str)]
+        predicted = iter(predictor.predict([photo for _, photo in readable])) if readable else iter(())
+        for name, photo in batch:
+            if isinstance(photo, str):
+                yield PhotoResult(name, None, problem=photo)
+            else:
+                yield PhotoResult(name, photo, next(predicted))
+
+    pixels = 0
+    for name, read in items:
+        photo = read()
+        batch.append((name, photo))
+        if not isinstance(photo, str):
+            pixels += photo.shape[0] * photo.shape[1]
+        if len(batch) >= batch_size or pixels >= BATCH_PIXELS:
+            yield from flush()
+            done += len(batch)
+            batch, pixels = [], 0
+            if bar is not None:
+                bar.update(done)
+    if batch:
+        yield from flush()
+        done += len(batch)
+    if bar is not None:
+        bar.update(done, finalize=True)
+
+
+def reader(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, max_bytes: int | None = None) -> Callable[[], np.ndarray | str]:
+    """A ``read()`` for :func:`predict_stream` over a photo's bytes: the photo, or
+    ``"<reason>: <detail>"`` (``too_large`` over ``max_bytes``, or a :func:`decode_photo` reason)."""
+
+    def read() -> np.ndarray | str:
+        if max_bytes is not None and len(data) > max_bytes:
+            return f"too_large: {len(data)} bytes is over predict.max_file_mb ({max_bytes / 1e6:g} MB)"
+        photo = decode_photo(data, max_pixels)
+        return photo if isinstance(photo, np.ndarray) else f"{photo.reason}: {photo.detail}"
+
+    return read
+
+
+def _array_reader(image: np.ndarray, index: int) -> Callable[[], np.ndarray]:
+    if not (isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3):
+        shape = getattr(image, "shape", None)
+        dtype = getattr(image, "dtype", type(image).__name__)
+        raise ValueError(f"images[{index}] must be an H x W x 3 uint8 RGB array or a path, got "
+                         f"shape {shape} dtype {dtype}")
+    return lambda: image
+
+
+def _path_reader(path: Path, max_pixels: int) -> Callable[[], np.ndarray | str]:
+    if not path.is_file():
+        raise ValueError(f"no image file at '{path}': give existing image paths or arrays")
+
+    def read() -> np.ndarray | str:
+        return reader(path.read_bytes(), max_pixels)()
+
+    return read
+
+
+def predict_faces(model: Any, images: Sequence[str | os.PathLike | np.ndarray] | str | os.PathLike | np.ndarray, *,
+                  detector: str = "mtcnn", margin: float = 0.0, min_face: int = 40,
+                  flip_average: bool = True, batch_size: int = 32, max_pixels: int = DEFAULT_MAX_PIXELS,
+                  progress: bool = False) -> pd.DataFrame:
+    """Age and gender of every face in ``images``.
+
+    Args:
+        model: a loaded ``keras.Model`` of this project, or the path of its ``.keras`` file.
+        images: image file paths (any format Pillow reads; EXIF rotation applied, 16-bit gray
+            scaled by its range) and/or RGB ``uint8`` arrays of shape ``(H, W, 3)``; one item alone
+            is accepted too.
+        detector: ``mtcnn`` (eye-aligned crops, the default) or ``haar``.
+        margin: extra share of the crop side on each side of UTKFace's framing (0: as trained).
+        min_face: smallest face side looked for, px.
+        flip_average: average each face's prediction with its mirror image's.
+        batch_size: photos searched and predicted together.
+        max_pixels: larger photos are refused as decompression bombs.
+        progress: show a Keras progress bar.
+
+    Returns:
+        One row per face found, columns ``image`` (the path as given, or the array's index),
+        then :data:`COLUMNS` but ``file``: ``face`` (0 = largest in its image), ``x``, ``y``, ``w``,
+        ``h`` (px, int), ``score`` (detector confidence), ``age`` (years), ``gender`` (``male`` /
+        ``female``), ``female_prob`` and ``gender_prob`` (of the predicted gender), floats.
+        An image without a face has no row.
+
+    Raises:
+        ValueError: one line naming the problem: a model that is not a ``.keras`` file or does not
+            load, an array that is not ``H x W x 3`` uint8, a path that is no file, an image that
+            cannot be decoded (with the reason), an unknown detector or bad setting.
+    """
+    if isinstance(images, (str, os.PathLike)) or (isinstance(images, np.ndarray) and images.ndim == 3):
+        images = [images]
+    from age_gender.detection import DETECTORS
+
+    if detector not in DETECTORS:
+        raise ValueError(f"unknown face detector {detector!r}; choose one of {', '.join(DETECTORS)}")
+    if not margin > -0.5:
+        raise ValueError(f"margin must be > -0.5, got {margin}")
+    if int(min_face) < 12:
+        raise ValueError(f"min_face must be >= 12 px, got {min_face}")
+    items = []
+    for index, image in enumerate(images):
+        if isinstance(image, (str, os.PathLike)):
+            items.append((str(image), _path_reader(Path(image).expanduser(), max_pixels)))
+        else:
+            items.append((index, _array_reader(image, index)))
+    predictor = PhotoPredictor(model, DetectSettings(detector, int(min_face), margin=float(margin)), flip_average)
+    rows = []
+    for result in predict_stream(predictor, items, batch_size, len(items), progress):
+        if result.problem:
+            raise ValueError(f"cannot read image '{result.name}': {result.problem}")
+        rows.extend({"image": result.name, **row} for row in result.rows)
+    return pd.DataFrame(rows, columns=["image", *COLUMNS[1:]])
+
+
+def annotate(photo: np.ndarray, rows: Sequence[dict[str, Any]]):
+    """The photo (RGB uint8) as a PIL image with each face's box and ``age gender (prob)``."""
+    from PIL import Image, ImageDraw
+
+    image = Image.fromarray(photo)
+    draw = ImageDraw.Draw(image)
+    for row in rows:
+        x, y, w, h = row["x"], row["y"], row["w"], row["h"]
+        draw.rectangle([x, y, x + w, y + h], outline=(255, 40, 40), width=max(2, w // 60))
+        draw.text((x, max(0, y - 12)), f"{row['age']:.0f} {row['gender']} ({row['gender_prob']:.2f})",
+                  fill=(255, 40, 40))
+    return image
