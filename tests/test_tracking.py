@@ -243,3 +243,17 @@ def test_the_comparison_of_an_empty_store_says_what_to_run(tmp_path):
 
     with pytest.raises(DatasetError, match="run a training or evaluation pipeline with tracking on"):
         tracking.TrackedRunsDataset(tracking_uri=f"sqlite:///{tmp_path / 'empty.db'}").load()
+
+
+@pytest.mark.pipeline
+def test_a_store_that_cannot_be_used_stops_the_run_before_any_node(tracked, monkeypatch):
+    from age_gender.lineage import ActionableError
+
+    root, _ = tracked
+    models = sorted((root / "data" / "06_models" / "scratch.keras").iterdir())
+    monkeypatch.setenv("AGE_GENDER_TRACKING", "on")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'no_such_folder' / 'mlflow.db'}")
+    monkeypatch.chdir(root)
+    with pytest.raises(ActionableError, match=r"cannot track this run in MLflow .*AGE_GENDER_TRACKING=off"):
+        run_kedro(root, "scratch", TINY)
+    assert sorted((root / "data" / "06_models" / "scratch.keras").iterdir()) == models  # nothing trained

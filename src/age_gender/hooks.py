@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -322,9 +323,12 @@ class TrackingHooks:
 
     @hook_impl
     def after_context_created(self, context: Any) -> None:
-        from age_gender.tracking import tracking_enabled
+        from age_gender.tracking import SWITCH, tracking_enabled
 
-        self._context = context if tracking_enabled() else None
+        try:
+            self._context = context if tracking_enabled() else None
+        except ValueError as error:
+            raise ActionableError(str(error).split(": ")[0], f"set {SWITCH}=on or {SWITCH}=off") from None
 
     @hook_impl
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:
@@ -336,9 +340,16 @@ class TrackingHooks:
         from age_gender import tracking
 
         hook = MlflowHook()
-        with tracking.store_for(self._context.project_path):
-            hook.after_context_created(self._context)
-        hook.before_pipeline_run(run_params=run_params, pipeline=pipeline, catalog=catalog)
+        try:
+            with tracking.store_for(self._context.project_path):
+                hook.after_context_created(self._context)
+            hook.before_pipeline_run(run_params=run_params, pipeline=pipeline, catalog=catalog)
+        except Exception as error:  # noqa: BLE001  (a store that cannot be used: before any node)
+            where = os.environ.get("MLFLOW_TRACKING_URI") or tracking.default_store(self._context.project_path)
+            message = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            raise ActionableError(f"cannot track this run in MLflow ({where}): {message}",
+                                  "start the tracking server or correct MLFLOW_TRACKING_URI / "
+                                  "conf/*/mlflow.yml, or run with AGE_GENDER_TRACKING=off") from error
         if hook.run_id is None:
             return
         self._mlflow, self._catalog = hook, catalog
@@ -368,12 +379,26 @@ class TrackingHooks:
     def after_node_run(self, node: Any, catalog: Any, inputs: dict[str, Any], outputs: dict[str, Any],
                        is_async: bool, run_id: str) -> None:
         if self._recorder is not None:
-            self._recorder.record_node(node.name, inputs, outputs, catalog)
+            self._record(self._recorder.record_node, node.name, inputs, outputs, catalog)
 
     @hook_impl
     def after_dataset_saved(self, dataset_name: str, data: Any, node: Any) -> None:
         if self._recorder is not None:
-            self._recorder.record_saved(dataset_name, data, self._catalog)
+            self._record(self._recorder.record_saved, dataset_name, data, self._catalog)
+
+    def _record(self, record: Any, what: str, *args: Any) -> None:
+        """Record into MLflow; a failure there never costs the run its outputs (Kedro saves them
+        after this hook): it is a WARNING, and the MLflow run is tagged incomplete."""
+        try:
+            record(what, *args)
+        except Exception as error:  # noqa: BLE001
+            logger.warning("WARNING: MLflow did not record %s (%s: %s); the run's own outputs are saved as "
+                           "usual, its MLflow run is tagged age_gender.incomplete", what, type(error).__name__,
+                           (str(error).splitlines() or [""])[0])
+            try:
+                self._recorder.tags({"age_gender.incomplete": "true"})
+            except Exception:  # noqa: BLE001  (the store itself is gone)
+                pass
 
     @hook_impl
     def after_pipeline_run(self, run_params: dict[str, Any], run_result: Any, pipeline: Any, catalog: Any) -> None:
