@@ -57,6 +57,18 @@ def test_the_default_store_is_an_absolute_sqlite_file_in_the_project(tmp_path, m
         assert os.environ["MLFLOW_TRACKING_URI"] == "http://tracking.example:5000"
 
 
+def test_the_git_commit_of_the_checkout_is_read_and_none_outside_one(tmp_path):
+    import subprocess
+
+    from tests.conftest import REPO
+
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    state = tracking.git_state(REPO)
+    assert state["mlflow.source.git.commit"] == head and len(head) == 40
+    assert state["git_dirty"] in ("true", "false")
+    assert tracking.git_state(tmp_path) == {}
+
+
 def test_hyperband_trials_are_read_from_the_newest_project_of_the_structure(tmp_path):
     def trial(project, trial_id, lr, values, status="COMPLETED"):
         folder = tmp_path / project / f"trial_{trial_id}"
