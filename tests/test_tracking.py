@@ -264,7 +264,7 @@ def test_a_store_that_cannot_be_used_stops_the_run_before_any_node(tracked, monk
     root, _ = tracked
     models = sorted((root / "data" / "06_models" / "scratch.keras").iterdir())
     monkeypatch.setenv("AGE_GENDER_TRACKING", "on")
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'no_such_folder' / 'mlflow.db'}")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'pyproject.toml' / 'mlflow.db'}")  # under a file
     monkeypatch.chdir(root)
     with pytest.raises(ActionableError, match=r"cannot track this run in MLflow .*AGE_GENDER_TRACKING=off"):
         run_kedro(root, "scratch", TINY)
