@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from age_gender import tracking
-from tests.conftest import make_project, run_kedro, saved
+from tests.conftest import REPO, make_project, run_kedro, saved
 
 # --- what is turned into metrics (fast, no MLflow) ------------------------------------------------
 
@@ -269,3 +269,30 @@ def test_a_store_that_cannot_be_used_stops_the_run_before_any_node(tracked, monk
     with pytest.raises(ActionableError, match=r"cannot track this run in MLflow .*AGE_GENDER_TRACKING=off"):
         run_kedro(root, "scratch", TINY)
     assert sorted((root / "data" / "06_models" / "scratch.keras").iterdir()) == models  # nothing trained
+
+
+def test_outputs_saved_before_versioning_are_moved_into_the_version_layout(tmp_path):
+    """scripts/version_outputs.py: a plain model and report become the newest version, loadable."""
+    import importlib.util
+
+    from kedro.io import Version
+
+    from age_gender.datasets import AtomicJSONDataset
+
+    root = make_project(tmp_path / "project")
+    model = root / "data" / "06_models" / "scratch.keras"
+    report = root / "data" / "08_reporting" / "evaluation_metrics.json"
+    model.write_bytes(b"model bytes")
+    report.write_text('{"scratch": {"n": 3}}')
+    unversioned = root / "data" / "08_reporting" / "scratch_search_results.csv"  # not a versioned entry
+    unversioned.write_text("name\n")
+    spec = importlib.util.spec_from_file_location("version_outputs", REPO / "scripts" / "version_outputs.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    moves = script.plan(root)
+    assert sorted(p.name for p, _ in moves) == ["evaluation_metrics.json", "scratch.keras"]
+    for plain, versioned in moves:
+        script.move(plain, versioned)
+    assert saved(model).read_bytes() == b"model bytes" and saved(model) != model
+    assert AtomicJSONDataset(filepath=str(report), version=Version(None, None)).load() == {"scratch": {"n": 3}}
+    assert unversioned.is_file() and script.plan(root) == []
