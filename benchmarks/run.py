@@ -705,10 +705,67 @@ def bench_predict(quick: bool) -> dict:
     result["haar_photos_per_s"] = result["haar"]["photos_per_s"]
     return result
 
+TRACKING_PARAMETERS = """
+split: {test_size: 60, subset_size: 300}
+scratch_training: {input_size: 32, epochs: 2, patience: 2, batch_size: 32, width_multiplier: 0.125}
+scratch: {architecture: {conv_pairs: 2, dense_layers: 1, dense_units: 8, split_point: 1}}
+"""
+
+
+def bench_tracking_overhead(quick: bool) -> dict:
+    """The same tiny `kedro run --pipeline scratch` (2 epochs, 32 px, 240 training faces), each
+    run a fresh CLI process, with AGE_GENDER_TRACKING=off and =on alternately (after one tracked
+    run that creates the SQLite store, timed apart): median wall seconds of each and their ratio.
+    Tracking's cost is mostly fixed per run (MLflow import, store, model copy), so the ratio on a
+    tiny run is an upper bound for a real one."""
+    import statistics
+    import subprocess
+    import tarfile
+
+    sys.path.insert(0, str(REPO))
+    from tests.conftest import make_project, write_tar
+
+    root = make_project(Path(tempfile.mkdtemp(prefix="bench_tracking_")))
+    (root / "conf" / "local" / "parameters.yml").write_text(TRACKING_PARAMETERS)
+    (root / "conf" / "local" / "parameters_ingestion.yml").write_text("ingestion: {image_sizes: [32], face_check: {enabled: false}}\n")
+    members = {}
+    with tarfile.open(archive_path()) as archive:
+        for index, member in enumerate(archive):
+            if member.isfile() and index % 40 == 0:
+                members[member.name] = archive.extractfile(member).read()
+    sample = write_tar(root / "sample.tar.gz", members)
+    env = {**os.environ, "UTKFACE_ARCHIVE": str(sample), "KEDRO_DISABLE_TELEMETRY": "true",
+           "MLFLOW_ENABLE_TELEMETRY": "false", "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO / "src"), os.environ.get("PYTHONPATH")]))}
+    env.pop("MLFLOW_TRACKING_URI", None)
+
+    def kedro(pipeline: str, tracking: str) -> float:
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "kedro", "run", "--pipeline", pipeline], cwd=root, check=True,
+                       env={**env, "AGE_GENDER_TRACKING": tracking}, capture_output=True)
+        return time.perf_counter() - started
+
+    try:
+        kedro("ingestion", "off")
+        kedro("split", "off")
+        first_tracked = kedro("scratch", "on")  # creates mlflow.db (schema migrations) and the experiment
+        off, on = [], []
+        for _ in range(1 if quick else 3):
+            off.append(kedro("scratch", "off"))
+            on.append(kedro("scratch", "on"))
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    median_off, median_on = statistics.median(off), statistics.median(on)
+    return {"tracking_overhead_ratio": round(median_on / median_off, 3),
+            "tracking_added_seconds": round(median_on - median_off, 1),
+            "untracked_seconds": [round(t, 1) for t in off], "tracked_seconds": [round(t, 1) for t in on],
+            "first_tracked_run_seconds": round(first_tracked, 1),
+            "pipeline": "scratch, 2 epochs, 32 px, width 0.125, 240 training faces, kedro CLI process per run"}
+
 
 BENCHMARKS = ("bench_ingestion", "bench_input_vs_model", "bench_input_pipelines", "bench_mixed_precision",
               "bench_determinism", "bench_paper_scratch", "bench_fine_tune_and_inference", "bench_paper_fine_tune",
-              "bench_transfer_levers", "bench_scratch_levers", "bench_crop_framing", "bench_predict")
+              "bench_transfer_levers", "bench_scratch_levers", "bench_crop_framing", "bench_predict",
+              "bench_tracking_overhead")
 
 
 def _child(name: str, quick: bool, queue) -> None:

@@ -79,6 +79,8 @@ def main(out: Path, conf: Path) -> None:
         with KedroSession.create(project_path=root, runtime_params=TINY) as session:
             session.run(pipeline_names=[name])
     for report in (root / "data" / "08_reporting").glob("*.json"):
+        if report.is_dir():  # a versioned entry: <name>/<version>/<name>, the newest version
+            report = sorted(report.glob(f"*/{report.name}"))[-1]
         shutil.copy(report, out / report.name)
     shutil.copy(root / "data" / "05_model_input" / "face_splits.parquet", out / "face_splits.parquet")
 

@@ -15,6 +15,8 @@ REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("AGE_GENDER_TRACKING", "off")  # tests/test_tracking.py turns it on for its own runs
+os.environ.setdefault("MLFLOW_ENABLE_TELEMETRY", "false")
 
 
 def _archive_path() -> Path:
@@ -86,6 +88,17 @@ def make_project(root: Path) -> Path:
 @pytest.fixture()
 def kedro_project(tmp_path: Path) -> Path:
     return make_project(tmp_path)
+
+
+def saved(path: Path) -> Path:
+    """The file a catalog entry wrote at ``path``: for a versioned entry (``versioned: true``, a
+    folder ``<path>/<version>/<name>``) the newest version's file, else ``path`` itself."""
+    path = Path(path)
+    if path.is_dir():
+        versions = sorted(v for v in path.iterdir() if (v / path.name).exists())
+        if versions:
+            return versions[-1] / path.name
+    return path
 
 
 def run_kedro(project: Path, pipeline: str, params: dict | None = None, env: str | None = None):

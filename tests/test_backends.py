@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.conftest import REPO, make_project, run_kedro
+from tests.conftest import REPO, make_project, run_kedro, saved
 
 pytestmark = pytest.mark.pipeline
 
@@ -84,7 +84,7 @@ def test_scratch_pipeline_trains_on_tensorflow_and_on_jax_with_comparable_metric
     # within 0.15 of each other in gender accuracy and 25 % in age MAE.
     assert abs(tf_metrics["gender_accuracy"] - jax_metrics["gender_accuracy"]) <= 0.15
     assert abs(tf_metrics["age_mae"] - jax_metrics["age_mae"]) <= 0.25 * max(tf_metrics["age_mae"], jax_metrics["age_mae"])
-    assert (jax_root / "data" / "06_models" / "scratch.keras").stat().st_size > 0
+    assert saved(jax_root / "data" / "06_models" / "scratch.keras").stat().st_size > 0
 
 
 def test_model_saved_on_tensorflow_predicts_the_same_on_jax(projects, tmp_path):
@@ -106,13 +106,13 @@ def test_model_saved_on_tensorflow_predicts_the_same_on_jax(projects, tmp_path):
         "    model = keras.models.load_model(sys.argv[2] if name == 'tf' else sys.argv[3])\n"
         "    np.save(sys.argv[4] + f'_{name}.npy', np.stack(predict_faces(model, images, flip_average=True)))\n")
     done = subprocess.run([sys.executable, "-c", script, str(tmp_path / "images.npy"),
-                           str(tf_root / "data" / "06_models" / "scratch.keras"),
-                           str(jax_root / "data" / "06_models" / "scratch.keras"), str(tmp_path / "on_jax")],
+                           str(saved(tf_root / "data" / "06_models" / "scratch.keras")),
+                           str(saved(jax_root / "data" / "06_models" / "scratch.keras")), str(tmp_path / "on_jax")],
                           env=_jax_env(), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert keras.backend.backend() == "tensorflow"
     for name, root in (("tf", tf_root), ("jax", jax_root)):
-        here = np.stack(predict_faces(keras.models.load_model(root / "data" / "06_models" / "scratch.keras"),
+        here = np.stack(predict_faces(keras.models.load_model(saved(root / "data" / "06_models" / "scratch.keras")),
                                       images, flip_average=True))
         there = np.load(tmp_path / f"on_jax_{name}.npy")
         # float32 models: the backends' convolutions sum in other orders; 1e-3 years / 1e-4 in probability.

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from age_gender.params import GROUPS, ParameterError, groups_read_by, validate_parameters
-from tests.conftest import make_project, run_kedro
+from tests.conftest import make_project, run_kedro, saved
 
 REPO = Path(__file__).resolve().parents[1]
 ENVS = sorted(p.name for p in (REPO / "conf").iterdir() if p.is_dir() and p.name != "base")
@@ -117,9 +117,9 @@ def paper_project(tmp_path_factory, sample_archive, weights_dir):
 @pytest.mark.pipeline
 def test_paper_transfer_runs_on_cpu(paper_project):
     run_kedro(paper_project, "transfer", SHRINK, env="paper")
-    model = paper_project / "data" / "06_models" / "transfer.keras"
+    model = saved(paper_project / "data" / "06_models" / "transfer.keras")
     assert model.stat().st_size > 1_000_000
-    metrics = yaml.safe_load((paper_project / "data" / "08_reporting" / "transfer_training_info.json").read_text())
+    metrics = yaml.safe_load(saved(paper_project / "data" / "08_reporting" / "transfer_training_info.json").read_text())
     assert metrics["pretrained"] is True and metrics["unfrozen_layers"] == 2  # the paper's fine-tuning
     best = yaml.safe_load((paper_project / "data" / "08_reporting" / "transfer_best_head.json").read_text())
     assert best["structure"] == "dense-dropout"
@@ -128,7 +128,7 @@ def test_paper_transfer_runs_on_cpu(paper_project):
 @pytest.mark.pipeline
 def test_paper_scratch_runs_on_cpu(paper_project):
     run_kedro(paper_project, "scratch", SHRINK, env="paper")
-    assert (paper_project / "data" / "06_models" / "scratch.keras").stat().st_size > 10_000
+    assert saved(paper_project / "data" / "06_models" / "scratch.keras").stat().st_size > 10_000
 
 
 @pytest.mark.pipeline

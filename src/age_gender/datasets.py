@@ -20,11 +20,13 @@ import tempfile
 import zipfile
 import zlib
 from dataclasses import dataclass, field
+from glob import glob
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
-from kedro.io import AbstractDataset, DatasetError
+from kedro.io import AbstractDataset, AbstractVersionedDataset, DatasetError, Version
+from kedro.io.core import VersionNotFoundError
 
 DATA_HELP = (
     "Get UTKFace.tar.gz (the 'Aligned & Cropped Faces' archive) and put it at that path, or point "
@@ -417,40 +419,89 @@ class NpyDataset(AbstractDataset[np.ndarray, np.ndarray]):
             tmp.unlink(missing_ok=True)
 
 
-class KerasModelDataset(AbstractDataset[Any, Any]):
-    """A Keras 3 model in the native ``.keras`` format, saved atomically.
+class _LocalVersioned(AbstractVersionedDataset):
+    """A local file that may be versioned (``versioned: true`` in the catalog: each run saves
+    ``<filepath>/<version>/<name>``, a load reads the newest or the ``--load-versions`` one).
+    Unlike Kedro's default, "nothing saved yet" is not an error here: ``_read_path`` is None."""
+
+    def __init__(self, filepath: str, version: Version | None = None) -> None:
+        super().__init__(PurePosixPath(Path(filepath).as_posix()), version,
+                         exists_function=lambda path: Path(path).exists(),
+                         glob_function=lambda pattern: sorted(glob(pattern)))
+
+    def resolve_load_version(self) -> str | None:
+        try:
+            return super().resolve_load_version()
+        except VersionNotFoundError:
+            return None  # no version saved yet
+
+    def _read_path(self) -> Path | None:
+        """The file a load reads, or ``None`` when nothing was saved yet. Raises DatasetError
+        when the entry is versioned but an unversioned file from before sits at its path."""
+        plain = Path(str(self._filepath))
+        if self._version is None:
+            return plain if plain.exists() else None
+        if plain.is_file():
+            cause, fix = unversioned_file_message(plain)
+            raise DatasetError(f"{cause}: {fix}")
+        version = self.resolve_load_version()
+        return None if version is None else Path(str(self._get_versioned_path(version)))
+
+    def _write_path(self) -> Path:
+        if self._version is None:
+            return Path(str(self._filepath))
+        return Path(str(self._get_save_path()))  # refuses an existing version
+
+    def _exists(self) -> bool:
+        try:
+            return self._read_path() is not None
+        except DatasetError:
+            return True  # something is there (the unversioned file): the load says what to do
+
+
+def unversioned_file_message(path: Path) -> tuple[str, str]:
+    """The cause and the fix for a file saved before its catalog entry was versioned."""
+    import time
+
+    version = time.strftime("%Y-%m-%dT%H.%M.%S.000Z", time.gmtime(path.stat().st_mtime))
+    return (f"'{path}' was saved before its catalog entry was versioned",
+            f"move it into a version folder (`mv {path} {path}.old && mkdir -p {path}/{version} && "
+            f"mv {path}.old {path}/{version}/{path.name}`) or remove it")
+
+
+class KerasModelDataset(_LocalVersioned):
+    """A Keras 3 model in the native ``.keras`` format, saved atomically (also when versioned).
 
     Loads with ``keras.models.load_model``; the project's custom layers are registered
     serialisable, so no ``custom_objects`` are needed once ``age_gender.models`` is imported.
+    ``missing_ok``: load ``None`` when no model was saved yet.
     """
 
     def __init__(self, filepath: str, compile: bool = False, missing_ok: bool = False,
-                 metadata: dict[str, Any] | None = None) -> None:
-        self._filepath = Path(filepath)
+                 version: Version | None = None, metadata: dict[str, Any] | None = None) -> None:
+        super().__init__(filepath, version)
         self._compile = compile
         self._missing_ok = missing_ok
         self.metadata = metadata
 
     def _describe(self) -> dict[str, Any]:
-        return {"filepath": str(self._filepath), "compile": self._compile}
-
-    def _exists(self) -> bool:
-        return self._filepath.exists()
+        return {"filepath": str(self._filepath), "compile": self._compile, "version": self._version}
 
     def load(self) -> Any:
         import keras
 
         import age_gender.models  # noqa: F401  (registers the custom layers)
 
-        if not self._filepath.exists():
+        path = self._read_path()
+        if path is None:
             if self._missing_ok:
                 return None  # an optional model that has not been trained yet
-            raise DatasetError(f"No trained model at '{self._filepath.resolve()}': train it first "
+            raise DatasetError(f"No trained model at '{Path(str(self._filepath)).resolve()}': train it first "
                                f"(kedro run --pipeline scratch / transfer).")
-        return keras.models.load_model(self._filepath, compile=self._compile)
+        return keras.models.load_model(path, compile=self._compile)
 
     def save(self, model: Any) -> None:
-        tmp, final = _atomic_target(self._filepath)
+        tmp, final = _atomic_target(self._write_path())
         try:
             model.save(tmp)
             os.replace(tmp, final)
@@ -458,30 +509,28 @@ class KerasModelDataset(AbstractDataset[Any, Any]):
             tmp.unlink(missing_ok=True)
 
 
-class OptionalJSONDataset(AbstractDataset[Any, Any]):
-    """A JSON file that may not exist yet: loads ``None`` then (e.g. a search not run yet)."""
+class OptionalJSONDataset(_LocalVersioned):
+    """A JSON file that may not exist yet: loads ``None`` then (e.g. a search not run yet).
+    Saved atomically (also when versioned)."""
 
-    def __init__(self, filepath: str, metadata: dict[str, Any] | None = None) -> None:
-        self._filepath = Path(filepath)
+    def __init__(self, filepath: str, version: Version | None = None,
+                 metadata: dict[str, Any] | None = None) -> None:
+        super().__init__(filepath, version)
         self.metadata = metadata
 
     def _describe(self) -> dict[str, Any]:
-        return {"filepath": str(self._filepath)}
-
-    def _exists(self) -> bool:
-        return self._filepath.exists()
+        return {"filepath": str(self._filepath), "version": self._version}
 
     def load(self) -> Any:
         import json
 
-        if not self._filepath.exists():
-            return None
-        return json.loads(self._filepath.read_text())
+        path = self._read_path()
+        return None if path is None else json.loads(path.read_text())
 
     def save(self, data: Any) -> None:
         import json
 
-        tmp, final = _atomic_target(self._filepath)
+        tmp, final = _atomic_target(self._write_path())
         try:
             tmp.write_text(json.dumps(data, indent=2, default=str))
             os.replace(tmp, final)
@@ -515,8 +564,9 @@ class WorkingDirectoryDataset(AbstractDataset[None, str]):
 # kedro-datasets writes straight into the target file, so a run killed while saving leaves it
 # empty or half-written and the previous file is gone. The variants below save to a temporary
 # sibling (same folder, so same filesystem) and ``os.replace`` it over the target: a kill leaves
-# the old file or the new one, never a broken one. Remote filesystems (s3://, gs://...) and
-# versioned datasets keep the library's own save (object stores replace objects whole).
+# the old file or the new one, never a broken one; a versioned entry writes its new version the
+# same way, so a killed run leaves no half version for the next load to pick up. Remote
+# filesystems (s3://, gs://...) keep the library's own save (object stores replace objects whole).
 
 
 class _AtomicSave:
@@ -530,13 +580,19 @@ class _AtomicSave:
         return super()._get_save_path()
 
     def save(self, data: Any) -> None:
-        if getattr(self, "_protocol", "file") != "file" or getattr(self, "_version", None):
+        if getattr(self, "_protocol", "file") != "file":
             super().save(data)
             return
-        tmp, final = _atomic_target(Path(str(self._filepath)))
+        versioned = getattr(self, "_version", None) is not None
+        # versioned (`versioned: true`): this run's new version folder; Kedro refuses an existing one
+        final_path = Path(str(super()._get_save_path())) if versioned else Path(str(self._filepath))
+        tmp, final = _atomic_target(final_path)
         self._atomic_path = PurePosixPath(tmp.as_posix())
         try:
-            super().save(data)
+            # the library's save without its versioned wrapper, which would look for the new
+            # version before the rename below has made it visible
+            save = super().save
+            (getattr(save, "__wrapped__", None).__get__(self) if versioned else save)(data)
             os.replace(tmp, final)
         finally:
             self._atomic_path = None

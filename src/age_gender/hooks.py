@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -157,6 +158,42 @@ def check_splits_and_lineage(pipeline: Any, catalog: Any) -> None:
             check_trained_on(splits, name.removesuffix("_training_info"), catalog.load(name))
 
 
+def check_versions(pipeline: Any, catalog: Any) -> None:
+    """Before the first node, for every versioned entry (``versioned: true``) the run reads or
+    writes: refuse a plain file saved at its path before it was versioned (it would be skipped
+    or fail only after training); and a model read with its training info must be read at the
+    same version (``--load-versions`` naming one but not the other would judge one model with
+    another's lineage). Raises ``ActionableError``."""
+    from kedro.io import AbstractVersionedDataset
+
+    from age_gender.datasets import unversioned_file_message
+
+    names = sorted((pipeline.inputs() | pipeline.all_outputs()) - {"parameters"})
+    for name in names:
+        if name.startswith("params:"):
+            continue
+        dataset = catalog.get(name)
+        if isinstance(dataset, AbstractVersionedDataset) and getattr(dataset, "_version", None) is not None:
+            plain = Path(str(dataset._filepath))
+            if getattr(dataset, "_protocol", "file") in ("file", None) and plain.is_file():
+                cause, fix = unversioned_file_message(plain)
+                raise ActionableError(f"{cause} ({name})", fix)
+    for name in names:
+        if not name.endswith("_model") or name not in pipeline.inputs():
+            continue
+        info = name.removesuffix("_model") + "_training_info"
+        if info not in pipeline.inputs():
+            continue
+        model_set, info_set = catalog.get(name), catalog.get(info)
+        if not all(isinstance(d, AbstractVersionedDataset) and d._version is not None for d in (model_set, info_set)):
+            continue
+        versions = model_set.resolve_load_version(), info_set.resolve_load_version()
+        if versions[0] != versions[1]:
+            raise ActionableError(f"{name} would be read at version {versions[0]} but {info} at {versions[1]}",
+                                  f"name both at the same version: --load-versions {name}:{versions[0]},"
+                                  f"{info}:{versions[0]}")
+
+
 def last_line(error: BaseException, node: str | None = None) -> str:
     """The one line a failed run ends with: ``ERROR: <cause>. Fix: <fix>.``
 
@@ -221,6 +258,7 @@ class IntegrityHooks:
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:
         IntegrityHooks.failed_node = None
         check_outputs_writable(pipeline, catalog)
+        check_versions(pipeline, catalog)
         check_splits_and_lineage(pipeline, catalog)
 
     @hook_impl
@@ -263,3 +301,123 @@ class TrainingHooks:
                            "scheduled epochs: %s. Their metrics depend on how busy the machine was and carry "
                            "out_of_time: true; rerun with a larger budget (or null) to finish the schedule.",
                            "; ".join(TrainingHooks.out_of_time))
+
+
+# --- experiment tracking: kedro-mlflow's run, and what the nodes return (age_gender.tracking) -----
+
+
+class TrackingHooks:
+    """Makes a ``kedro run`` of a tracked pipeline an MLflow run (``age_gender.tracking``).
+
+    kedro-mlflow's own hook (registered here, not by its plugin entry point: ``settings.py``
+    disables that) starts the run, logs the parameters each node reads and ends it; it is created
+    only when a tracked pipeline starts, so an untracked run or ``AGE_GENDER_TRACKING=off`` never
+    imports MLflow. Registered first in ``HOOKS``, so its ``before_pipeline_run`` runs after the
+    parameter and integrity checks: a refused run leaves no MLflow run behind."""
+
+    def __init__(self) -> None:
+        self._context: Any = None
+        self._mlflow: Any = None
+        self._recorder: Any = None
+        self._catalog: Any = None
+
+    @hook_impl
+    def after_context_created(self, context: Any) -> None:
+        from age_gender.tracking import SWITCH, tracking_enabled
+
+        try:
+            self._context = context if tracking_enabled() else None
+        except ValueError as error:
+            raise ActionableError(str(error).split(": ")[0], f"set {SWITCH}=on or {SWITCH}=off") from None
+
+    @hook_impl
+    def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:
+        self._mlflow = self._recorder = None
+        if self._context is None or not self._tracked(run_params):
+            return
+        from kedro_mlflow.framework.hooks.mlflow_hook import MlflowHook
+
+        from age_gender import tracking
+
+        hook = MlflowHook()
+        try:
+            with tracking.store_for(self._context.project_path):
+                hook.after_context_created(self._context)
+            hook.before_pipeline_run(run_params=run_params, pipeline=pipeline, catalog=catalog)
+        except Exception as error:  # noqa: BLE001  (a store that cannot be used: before any node)
+            where = os.environ.get("MLFLOW_TRACKING_URI") or tracking.default_store(self._context.project_path)
+            message = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            raise ActionableError(f"cannot track this run in MLflow ({where}): {message}",
+                                  "start the tracking server or correct MLFLOW_TRACKING_URI / "
+                                  "conf/*/mlflow.yml, or run with AGE_GENDER_TRACKING=off") from error
+        if hook.run_id is None:
+            return
+        self._mlflow, self._catalog = hook, catalog
+        self._recorder = tracking.RunRecorder(hook.run_id, hook.mlflow_config.server.mlflow_tracking_uri)
+        self._recorder.tags({tracking.KIND_TAG: "pipeline_run", "env": run_params.get("env") or "local",
+                             **tracking.git_state(self._context.project_path)})
+        logger.info("Tracking this run in MLflow: run %s in %s", hook.run_id,
+                    hook.mlflow_config.server.mlflow_tracking_uri)
+
+    def _tracked(self, run_params: dict[str, Any]) -> bool:
+        from kedro.config import MissingConfigException
+
+        names = run_params.get("pipeline_names") or [run_params.get("pipeline_name") or "__default__"]
+        try:
+            conf = self._context.config_loader["mlflow"] or {}
+        except MissingConfigException:
+            conf = {}
+        disabled = ((conf.get("tracking") or {}).get("disable_tracking") or {}).get("pipelines") or []
+        return not all(name in disabled for name in names)
+
+    @hook_impl
+    def before_node_run(self, node: Any, catalog: Any, inputs: dict[str, Any], is_async: bool) -> None:
+        if self._mlflow is not None:
+            self._mlflow.before_node_run(node=node, catalog=catalog, inputs=inputs, is_async=is_async)
+
+    @hook_impl
+    def after_node_run(self, node: Any, catalog: Any, inputs: dict[str, Any], outputs: dict[str, Any],
+                       is_async: bool, run_id: str) -> None:
+        if self._recorder is not None:
+            self._record(self._recorder.record_node, node.name, inputs, outputs, catalog)
+
+    @hook_impl
+    def after_dataset_saved(self, dataset_name: str, data: Any, node: Any) -> None:
+        if self._recorder is not None:
+            self._record(self._recorder.record_saved, dataset_name, data, self._catalog)
+
+    def _record(self, record: Any, what: str, *args: Any) -> None:
+        """Record into MLflow; a failure there never costs the run its outputs (Kedro saves them
+        after this hook): it is a WARNING, and the MLflow run is tagged incomplete."""
+        try:
+            record(what, *args)
+        except Exception as error:  # noqa: BLE001
+            logger.warning("WARNING: MLflow did not record %s (%s: %s); the run's own outputs are saved as "
+                           "usual, its MLflow run is tagged age_gender.incomplete", what, type(error).__name__,
+                           (str(error).splitlines() or [""])[0])
+            try:
+                self._recorder.tags({"age_gender.incomplete": "true"})
+            except Exception:  # noqa: BLE001  (the store itself is gone)
+                pass
+
+    @hook_impl
+    def after_pipeline_run(self, run_params: dict[str, Any], run_result: Any, pipeline: Any, catalog: Any) -> None:
+        if self._mlflow is not None:
+            self._mlflow.after_pipeline_run(run_params=run_params, pipeline=pipeline, catalog=catalog)
+            self._close()
+        self._mlflow = self._recorder = self._catalog = None
+
+    @hook_impl
+    def on_pipeline_error(self, error: Exception, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:
+        if self._mlflow is not None:
+            self._mlflow.on_pipeline_error(error=error, run_params=run_params, pipeline=pipeline, catalog=catalog)
+            self._close("FAILED")
+        self._mlflow = self._recorder = self._catalog = None
+
+    def _close(self, status: str = "FINISHED") -> None:
+        """End this run wherever it is still on MLflow's active-run stack (a node that reopened it
+        must not leave it active for the next run in the same process)."""
+        import mlflow
+
+        while (active := mlflow.active_run()) is not None and active.info.run_id == self._mlflow.run_id:
+            mlflow.end_run(status)

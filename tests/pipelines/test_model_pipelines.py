@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from tests.conftest import make_project, run_kedro
+from tests.conftest import make_project, run_kedro, saved
 
 pytestmark = pytest.mark.pipeline
 
@@ -54,7 +54,7 @@ def project(tmp_path_factory, sample_archive, weights_dir):
 
 
 def _json(project, name):
-    return json.loads((project / "data" / "08_reporting" / name).read_text())
+    return json.loads(saved(project / "data" / "08_reporting" / name).read_text())
 
 
 def test_scratch_search_scores_candidates_and_picks_one(project):
@@ -73,18 +73,18 @@ def test_scratch_model_file_and_training_info(project):
     info = _json(project, "scratch_training_info.json")
     assert info["model"] == "scratch" and info["train_seconds"] > 0 and info["epochs_run"] == 2
     assert "gender_accuracy" not in info  # training does not judge: evaluation does
-    model = keras.models.load_model(project / "data" / "06_models" / "scratch.keras")
+    model = keras.models.load_model(saved(project / "data" / "06_models" / "scratch.keras"))
     assert model.input_shape == (None, 32, 32, 3)
-    assert (project / "data" / "08_reporting" / "scratch_learning_curves.png").exists()
+    assert saved(project / "data" / "08_reporting" / "scratch_learning_curves.png").is_file()
     assert not list((project / "data").rglob("*_test_predictions*"))
 
 
 def test_a_run_of_zero_epochs_never_replaces_a_trained_model(project):
-    model = project / "data" / "06_models" / "scratch.keras"
-    before = model.read_bytes()
+    model = saved(project / "data" / "06_models" / "scratch.keras")
+    before, versions = model.read_bytes(), sorted(model.parent.parent.iterdir())
     with pytest.raises(Exception, match="epochs"):
         run_kedro(project, "scratch", {**TINY, "scratch_training": {**TINY["scratch_training"], "epochs": 0}})
-    assert model.read_bytes() == before
+    assert model.read_bytes() == before and sorted(model.parent.parent.iterdir()) == versions
 
 
 def test_transfer_model_is_marked_pretrained_with_local_weights(project):
@@ -100,7 +100,7 @@ def test_transfer_model_is_marked_pretrained_with_local_weights(project):
 
 
 def test_evaluation_numbers_agree_with_the_saved_predictions(project):
-    predictions = pd.read_parquet(project / "data" / "07_model_output" / "evaluation_predictions.parquet")
+    predictions = pd.read_parquet(saved(project / "data" / "07_model_output" / "evaluation_predictions.parquet"))
     metrics = _json(project, "evaluation_metrics.json")
     assert set(metrics) == {"scratch", "transfer"}
     for name, part in predictions.groupby("model"):
@@ -130,10 +130,10 @@ def test_evaluation_numbers_agree_with_the_saved_predictions(project):
         metrics["transfer"]["gender"]["accuracy"] - metrics["scratch"]["gender"]["accuracy"], abs=2e-4)
     assert paired["gender_accuracy_ci"][0] <= paired["gender_accuracy"] <= paired["gender_accuracy_ci"][1]
     assert _json(project, "paired_differences.json") == [paired]
-    markdown = (project / "data" / "08_reporting" / "model_comparison.md").read_text()
+    markdown = saved(project / "data" / "08_reporting" / "model_comparison.md").read_text()
     assert "transfer - scratch: gender accuracy" in markdown and " [" in markdown
     for plot in ("age_prediction", "error_by_group", "confusion_matrix", "model_comparison", "prediction_gallery"):
-        assert (project / "data" / "08_reporting" / f"{plot}.png").stat().st_size > 5000
+        assert saved(project / "data" / "08_reporting" / f"{plot}.png").stat().st_size > 5000
 
 
 def test_evaluate_external_on_a_folder_it_has_never_seen(project, archive_members, utkface_archive, tmp_path):
@@ -217,7 +217,7 @@ def test_the_same_scratch_run_twice_gives_the_same_metrics(project, tmp_path):
         output = process.communicate(timeout=600)[0]
         assert process.returncode == 0, output[-3000:]
     first, second = ([_json(root, "evaluation_metrics.json"),
-                      json.loads((root / "data" / "07_model_output" / "scratch_history.json").read_text())]
+                      json.loads(saved(root / "data" / "07_model_output" / "scratch_history.json").read_text())]
                      for root, _ in runs)
     assert first == second
     assert set(first[0]) == {"scratch"} and first[1]["val_loss"]  # a real model, judged
@@ -234,11 +234,11 @@ def test_models_and_splits_of_other_split_settings_are_refused_before_any_node(p
     shutil.copytree(project, root)
     resplit = {**TINY, "split": {**TINY["split"], "seed": 7}}
     run_kedro(root, "split", resplit)
-    before = (root / "data" / "08_reporting" / "evaluation_metrics.json").read_bytes()
+    before = saved(root / "data" / "08_reporting" / "evaluation_metrics.json").read_bytes()
     with pytest.raises(LineageError, match=r"scratch_model was trained on another split table .*"
                                            r"rerun `kedro run --pipeline scratch`"):
         run_kedro(root, "evaluation", resplit)
-    assert (root / "data" / "08_reporting" / "evaluation_metrics.json").read_bytes() == before
+    assert saved(root / "data" / "08_reporting" / "evaluation_metrics.json").read_bytes() == before
     with pytest.raises(LineageError, match=r"face_splits was drawn with other split settings"):
         run_kedro(root, "scratch", TINY)  # seed 42, but the table now holds the seed-7 split
 
