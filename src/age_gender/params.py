@@ -142,10 +142,25 @@ class BootstrapSetting(_Group):
         return self
 
 
+class Fairness(_Group):
+    """The fairness report's age band edges (years, increasing, from 0; the last band is open)
+    and the smallest group (faces) chosen as a worst or best group."""
+
+    age_bands: Annotated[list[Annotated[int, Field(ge=0, le=120)]], Field(min_length=1)]
+    min_count: Count
+
+    @model_validator(mode="after")
+    def _increasing_from_zero(self):
+        if self.age_bands[0] != 0 or any(b <= a for a, b in zip(self.age_bands, self.age_bands[1:])):
+            raise ValueError(f"age_bands must be increasing and start at 0, got {self.age_bands}")
+        return self
+
+
 class Evaluation(_Group):
-    """``evaluation``: how the metrics state their uncertainty."""
+    """``evaluation``: how the metrics state their uncertainty, and the fairness report's groups."""
 
     bootstrap: BootstrapSetting
+    fairness: Fairness
 
 
 class Device(_Group):
