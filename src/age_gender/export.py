@@ -80,12 +80,32 @@ def float32_copy(model):
     dtype policy everywhere and the same (float32) weights."""
     import keras
 
-    if all(getattr(layer.dtype_policy, "name", "float32") == "float32" for layer in model._flatten_layers()):
+    if compute_policy(model) == "float32":
         return model
     config = _float32_config(keras.saving.serialize_keras_object(model))
     copy = keras.saving.deserialize_keras_object(config)
     copy.set_weights(model.get_weights())
     return copy
+
+
+def compute_policy(model) -> str:
+    """The dtype policy the .keras model computes in (``float32``, ``mixed_bfloat16`` ...): the
+    exports compute in float32, so a mixed model's answers differ from them by its rounding."""
+    names = {getattr(layer.dtype_policy, "name", "float32") for layer in model._flatten_layers()} - {"float32"}
+    return ", ".join(sorted(names)) or "float32"
+
+
+def keras_runner(model, flip_average: bool) -> Runner:
+    """The .keras model itself as a runner (``predict_on_batch``, with the mirror image averaged
+    when ``flip_average``): the reference for speed."""
+    def run(images):
+        out = model.predict_on_batch(images)
+        age, female = _pair(out["age"], out["gender"])
+        if flip_average:
+            out = model.predict_on_batch(np.ascontiguousarray(images[:, :, ::-1]))
+            age, female = (age + _pair(out["age"], out["gender"])[0]) / 2, (female + _pair(out["age"], out["gender"])[1]) / 2
+        return age, female
+    return run
 
 
 def serving_model(model, flip_average: bool):
@@ -166,6 +186,7 @@ def export_model(model, folder: Path, formats: Sequence[str], flip_average: bool
                       "range": "RGB 0-255"},
             "outputs": {"age": "years, float32 (batch, 1)", "female_prob": "probability of female, float32 (batch, 1)"},
             "flip_average": bool(flip_average), "weights_sha256": weights_fingerprint(model),
+            "keras_dtype_policy": compute_policy(model),
             "keras_version": keras.__version__, "tensorflow_version": tf.__version__, "formats": results}
     (folder / INFO_FILE).write_text(json.dumps(info, indent=2))
     return info

@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from age_gender.export import (FILES, INFO_FILE, export_model, images_per_second, load_runner, predict_with,
-                               size_bytes, weights_fingerprint)
+from age_gender.export import (FILES, INFO_FILE, export_model, images_per_second, keras_runner, load_runner,
+                               predict_with, size_bytes, weights_fingerprint)
 from age_gender.lineage import LineageError, check_trained_on, short, splits_split_id
 from age_gender.metrics import headline, model_metrics
 from age_gender.reporting import flip_average, predict_faces, prediction_table
@@ -89,10 +89,10 @@ def check_exports(exported: Mapping[str, Path], face_cache, face_splits: pd.Data
                                       flip_average=bool(info["flip_average"]))
         reference = headline(model_metrics(prediction_table(rows, age0, female0)))
         bench = images[: speed["faces"]]
-        keras_speed = images_per_second(
-            lambda x: predict_faces(model, x, batch_size=speed["batch_size"], flip_average=bool(info["flip_average"])),
-            bench, speed["batch_size"], speed["repeats"])
+        keras_speed = images_per_second(keras_runner(model, bool(info["flip_average"])), bench,
+                                        speed["batch_size"], speed["repeats"])
         entry = {"input_size": int(model.input_shape[1]), "n": int(len(rows)), "flip_average": info["flip_average"],
+                 "keras_dtype_policy": info.get("keras_dtype_policy"),
                  "weights_sha256": info["weights_sha256"],
                  "keras": {**reference, "images_per_second": keras_speed}, "formats": {}}
         for fmt, made in info["formats"].items():
@@ -127,7 +127,7 @@ def export_table(report: Mapping[str, Any]) -> str:
     failed = []
     for name, entry in report["models"].items():
         keras = entry["keras"]
-        lines.append(f"| {name} | .keras (reference) | | {keras['images_per_second']} | | | "
+        lines.append(f"| {name} | .keras ({entry.get('keras_dtype_policy')}, reference) | | {keras['images_per_second']} | | | "
                      f"| {100 * keras['gender_accuracy']:.2f} | {keras['age_mae']:.3f} | |")
         for fmt, result in entry["formats"].items():
             if "error" in result:
