@@ -108,3 +108,15 @@ def test_heatmap_has_two_panels_per_model(table):
     report = fairness_report(table, None, BANDS, 30)
     figure = fairness_heatmap({"scratch": report, "transfer": report})
     assert len(figure.axes) == 2 * 2 * 2  # two heat-maps per model, each with its colour bar
+
+
+def test_groups_that_differ_only_by_chance_are_not_called_weak():
+    rng = np.random.default_rng(0)
+    n = 3000
+    table = pd.DataFrame({"age": rng.integers(1, 100, n), "gender": rng.integers(0, 2, n),
+                          "race": rng.choice(5, n, p=[0.42, 0.19, 0.15, 0.17, 0.07])})
+    table["age_pred"] = table["age"] + rng.normal(0, 8, n)  # every group: the same error law
+    table["gender_pred"] = np.where(rng.random(n) < 0.88, table["gender"], 1 - table["gender"])
+    report = fairness_report(table, Bootstrap(resamples=1000, confidence=0.95, seed=0), BANDS, min_count=30)
+    assert weak_groups(report) == []  # plain 95 % intervals called 3 groups weak on this table
+    assert report["worst"]["cell"]["gender_accuracy"] is not None  # a worst cell is still named
