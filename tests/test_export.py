@@ -12,9 +12,20 @@ keras = pytest.importorskip("keras")
 if keras.backend.backend() != "tensorflow":  # exporting is TensorFlow-only (tested on JAX: refused)
     pytestmark = pytest.mark.skip(reason="exports need the TensorFlow backend")
 
-from age_gender.export import (FILES, FORMATS, INFO_FILE, ExportedModelsDataset, export_model, float32_copy,  # noqa: E402
-                               images_per_second, load_runner, predict_with, serving_model, size_bytes,
-                               weights_fingerprint)
+from age_gender.export import (  # noqa: E402
+    FILES,
+    FORMATS,
+    INFO_FILE,
+    ExportedModelsDataset,
+    export_model,
+    float32_copy,
+    images_per_second,
+    load_runner,
+    predict_with,
+    serving_model,
+    size_bytes,
+    weights_fingerprint,
+)
 from age_gender.models import build_multitask_cnn  # noqa: E402
 from age_gender.reporting import predict_faces  # noqa: E402
 

@@ -6,7 +6,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from age_gender.fairness import assign_bands, band_labels, fairness_heatmap, fairness_report, model_card, weak_groups
+from age_gender.fairness import (
+    assign_bands,
+    band_labels,
+    fairness_heatmap,
+    fairness_report,
+    model_card,
+    weak_groups,
+)
 from age_gender.metrics import Bootstrap, model_metrics
 
 BANDS = [0, 13, 20, 40, 60, 70]

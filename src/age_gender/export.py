@@ -115,7 +115,8 @@ def serving_model(model, flip_average: bool):
     import keras
 
     shape = tuple(model.input_shape)
-    names = set(getattr(model, "output_names", None) or [])
+    output = getattr(model, "output", None)
+    names = set(output) if isinstance(output, dict) else set()
     if len(shape) != 4 or shape[1] != shape[2] or shape[3] != 3 or not {"age", "gender"} <= names:
         raise ValueError(f"Cannot export {model.name}: expected a square RGB input and outputs 'age' and "
                          f"'gender', got input {shape} and outputs {sorted(names)}.")
@@ -169,14 +170,14 @@ def export_model(model, folder: Path, formats: Sequence[str], flip_average: bool
         start = time.perf_counter()
         try:
             if fmt == "saved_model":
-                _quiet(lambda: serving.export(str(target), format="tf_saved_model", verbose=False))
+                _quiet(lambda target=target: serving.export(str(target), format="tf_saved_model", verbose=False))
             elif fmt == "tflite_float32":
-                _quiet(lambda: serving.export(str(target), format="litert", verbose=False))
+                _quiet(lambda target=target: serving.export(str(target), format="litert", verbose=False))
             elif fmt == "tflite_int8":
-                _quiet(lambda: serving.export(str(target), format="litert", verbose=False,
+                _quiet(lambda target=target: serving.export(str(target), format="litert", verbose=False,
                                               optimizations=[tf.lite.Optimize.DEFAULT]))
             else:
-                _quiet(lambda: serving.export(str(target), format="onnx", verbose=False, opset_version=onnx_opset))
+                _quiet(lambda target=target: serving.export(str(target), format="onnx", verbose=False, opset_version=onnx_opset))
             results[fmt] = {"file": FILES[fmt], "seconds": round(time.perf_counter() - start, 1)}
         except Exception as error:  # a format that cannot be made: say why, keep the others
             _remove(target)

@@ -5,6 +5,7 @@ test split (largest output difference, its metrics) and measured (file size, CPU
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
 from collections.abc import Mapping
@@ -14,12 +15,23 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from age_gender.export import (FILES, INFO_FILE, export_model, images_per_second, keras_runner, load_runner,
-                               predict_with, size_bytes, weights_fingerprint)
+from age_gender.export import (
+    FILES,
+    INFO_FILE,
+    export_model,
+    images_per_second,
+    keras_runner,
+    load_runner,
+    predict_with,
+    size_bytes,
+    weights_fingerprint,
+)
 from age_gender.lineage import LineageError, check_trained_on, short, splits_split_id
 from age_gender.metrics import headline, model_metrics
 from age_gender.reporting import flip_average, predict_faces, prediction_table
 from age_gender.training import select_split
+
+logger = logging.getLogger(__name__)
 
 
 def _split(models: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -115,6 +127,15 @@ def check_exports(exported: Mapping[str, Path], face_cache, face_splits: pd.Data
                                and difference["female_prob"] <= tolerance["female_prob"]),
                 "images_per_second": images_per_second(runner, bench, speed["batch_size"], speed["repeats"])}
         report["models"][name] = entry
+    outside = [f"{name} {fmt}" for name, entry in report["models"].items()
+               for fmt, result in entry["formats"].items() if not result.get("passed", True)]
+    failed = [f"{name} {fmt}" for name, entry in report["models"].items()
+              for fmt, result in entry["formats"].items() if "error" in result]
+    if outside:
+        logger.warning("Exports outside their tolerance of the .keras model (do not ship them without "
+                       "reading export_report.md): %s", ", ".join(outside))
+    if failed:
+        logger.warning("Formats that could not be exported (reason in export_report.md): %s", ", ".join(failed))
     return report, export_table(report)
 
 
@@ -137,7 +158,7 @@ def export_table(report: Mapping[str, Any]) -> str:
             lines.append(f"| {name} | {fmt} | {result['size_bytes'] / 1e6:.2f} | {result['images_per_second']} "
                          f"| {d['age_years']:.4f} | {d['female_prob']:.5f} | {100 * result['gender_agreement']:.2f} % "
                          f"| {100 * result['gender_accuracy']:.2f} | {result['age_mae']:.3f} "
-                         f"| {'yes' if result['passed'] else 'NO'} (<= {t['age_years']} y, {t['female_prob']}) |")
+                         f"| {'yes' if result['passed'] else '**NO**'} (<= {t['age_years']} y, {t['female_prob']}) |")
     n = {name: entry["n"] for name, entry in report["models"].items()}
     speed = report["speed"]
     text = "\n".join(lines) + (
