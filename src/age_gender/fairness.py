@@ -179,7 +179,7 @@ def fairness_report(predictions: pd.DataFrame, setting: Bootstrap | None, age_ba
     return report
 
 
-def weak_groups(report: Mapping[str, Any], levels: Sequence[str] = ("race", "age_band", "race_x_gender")
+def weak_groups(report: Mapping[str, Any], levels: Sequence[str] = ("race", "gender", "age_band", "race_x_gender")
                 ) -> list[str]:
     """Sentences naming the groups ``fairness_report`` marked ``weak`` (interval, widened for the
     number of groups compared, entirely on the bad side of the model's overall number), with that

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -50,15 +51,22 @@ def export_models(face_splits: pd.DataFrame, export: Mapping[str, Any], inferenc
     if not trained:
         raise ValueError(f"No trained model to export (looked for {sorted(infos)}): run "
                          "`kedro run --pipeline scratch` and/or `--pipeline transfer` first.")
-    folders = {}
-    for name, model in trained.items():
+    for name in trained:
         check_trained_on(face_splits, name, infos.get(name))
-        folder = Path(tempfile.mkdtemp(prefix=f"age_gender_export_{name}_"))
-        info = export_model(model, folder, list(export["formats"]), flip_average(inference), export.get("onnx_opset"))
-        info.update(model=name, split_id=splits_split_id(face_splits),
-                    training_split_id=(infos.get(name) or {}).get("split_id"))
-        (folder / INFO_FILE).write_text(json.dumps(info, indent=2))
-        folders[name] = str(folder)
+    folders: dict[str, str] = {}
+    try:
+        for name, model in trained.items():
+            folder = Path(tempfile.mkdtemp(prefix=f"age_gender_export_{name}_"))
+            folders[name] = str(folder)
+            info = export_model(model, folder, list(export["formats"]), flip_average(inference),
+                                export.get("onnx_opset"))
+            info.update(model=name, split_id=splits_split_id(face_splits),
+                        training_split_id=(infos.get(name) or {}).get("split_id"))
+            (folder / INFO_FILE).write_text(json.dumps(info, indent=2))
+    except BaseException:
+        for folder in folders.values():
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
     return folders
 
 
