@@ -83,6 +83,11 @@ def test_base_parameters_are_valid_and_cover_every_group(base):
     ("evaluation.bootstrap.resamples", 50, "evaluation.bootstrap: resamples must be 0 (no intervals) or >= 100, got 50"),
     ("evaluation.bootstrap.resamples", -1, "evaluation.bootstrap.resamples must be an integer >= 0, got -1"),
     ("evaluation.bootstrap.confidence", 95, "evaluation.bootstrap.confidence must be a number > 0 and < 1, got 95"),
+    ("evaluation.fairness.min_count", 0, "evaluation.fairness.min_count must be an integer >= 1, got 0"),
+    ("evaluation.fairness.age_bands", [5, 10], "evaluation.fairness: age_bands must be increasing and start at 0, got [5, 10]"),
+    ("export.formats", ["tflite_int4"], "export.formats[0] must be one of 'saved_model', 'tflite_float32', 'tflite_int8', 'onnx', got 'tflite_int4'"),
+    ("export.check.tolerance.float32.female_prob", 2, "export.check.tolerance.float32.female_prob must be a number >= 0 and <= 1, got 2"),
+    ("export.speed.repeats", 0, "export.speed.repeats must be an integer >= 1, got 0"),
 ])
 def test_a_wrong_value_is_one_line_naming_it(base, path, value, expected):
     assert refusal(with_value(base, path, value)).startswith(expected)

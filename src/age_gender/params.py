@@ -35,7 +35,7 @@ from pydantic.fields import FieldInfo
 __all__ = [
     "GROUPS", "RUNTIME_KEYS", "ParameterError", "validate_group", "validate_parameters",
     "groups_read_by", "Inference", "Evaluation", "Device", "Ingestion", "Predict", "Split", "ScratchTraining",
-    "ScratchTrainingOverrides", "Scratch", "ScratchSearch", "Transfer",
+    "ScratchTrainingOverrides", "Scratch", "ScratchSearch", "Transfer", "Export", "Fairness",
 ]
 
 
@@ -151,10 +151,62 @@ class BootstrapSetting(_Group):
         return self
 
 
+class Fairness(_Group):
+    """The fairness report's age band edges (years, increasing, from 0; the last band is open)
+    and the smallest group (faces) chosen as a worst or best group."""
+
+    age_bands: Annotated[list[Annotated[int, Field(ge=0, le=120)]], Field(min_length=1)]
+    min_count: Count
+
+    @model_validator(mode="after")
+    def _increasing_from_zero(self):
+        if self.age_bands[0] != 0 or any(b <= a for a, b in zip(self.age_bands, self.age_bands[1:])):
+            raise ValueError(f"age_bands must be increasing and start at 0, got {self.age_bands}")
+        return self
+
+
 class Evaluation(_Group):
-    """``evaluation``: how the metrics state their uncertainty."""
+    """``evaluation``: how the metrics state their uncertainty, and the fairness report's groups."""
 
     bootstrap: BootstrapSetting
+    fairness: Fairness
+
+
+ExportFormat = Literal["saved_model", "tflite_float32", "tflite_int8", "onnx"]
+
+
+class ExportTolerance(_Group):
+    """The largest difference from the .keras model that passes: age (years), P(female)."""
+
+    age_years: NonNegativeFloat
+    female_prob: Annotated[float, Field(ge=0, le=1)]
+
+
+class ExportCheck(_Group):
+    max_faces: Count | None
+    batch_size: Count
+    tolerance: dict[Literal["float32", "int8"], ExportTolerance]
+
+    @model_validator(mode="after")
+    def _both_kinds(self):
+        if set(self.tolerance) != {"float32", "int8"}:
+            raise ValueError(f"tolerance needs float32 and int8, got {sorted(self.tolerance)}")
+        return self
+
+
+class ExportSpeed(_Group):
+    faces: Count
+    batch_size: Count
+    repeats: Count
+
+
+class Export(_Group):
+    """``export``: the formats made of every trained model, how each is checked and timed."""
+
+    formats: Annotated[list[ExportFormat], Field(min_length=1)]
+    onnx_opset: Annotated[int, Field(ge=13, le=23)] | None
+    check: ExportCheck
+    speed: ExportSpeed
 
 
 class Device(_Group):
@@ -419,7 +471,7 @@ class Transfer(_Group):
 GROUPS: dict[str, type[_Group]] = {
     "inference": Inference, "evaluation": Evaluation, "device": Device, "ingestion": Ingestion, "predict": Predict,
     "split": Split, "scratch_training": ScratchTraining, "scratch": Scratch,
-    "scratch_search": ScratchSearch, "transfer": Transfer, "external": External,
+    "scratch_search": ScratchSearch, "transfer": Transfer, "external": External, "export": Export,
 }
 # Top-level keys that are not groups: raw-input paths the catalog reads from runtime parameters
 # (`--params external_faces=...`, `--params photos=...`).

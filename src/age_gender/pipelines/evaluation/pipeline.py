@@ -1,5 +1,6 @@
 from kedro.pipeline import Pipeline, node
 
+from .fairness_nodes import compute_fairness, write_model_cards
 from .nodes import (
     comparison,
     compute_metrics,
@@ -36,7 +37,22 @@ def judging_nodes() -> list:
         node(plot_error_by_band, "evaluation_metrics", "error_by_group_plot", name="plot_error_by_group"),
         node(plot_confusion, "evaluation_metrics", "confusion_matrix_plot", name="plot_confusion"),
         node(plot_gallery, ["evaluation_predictions", "face_cache"], "prediction_gallery", name="plot_gallery"),
+        *fairness_nodes(),
     ]
+
+
+def fairness_nodes() -> list:
+    """The fairness report and its heat-map (also under ``external``)."""
+    return [node(compute_fairness, ["evaluation_predictions", "params:evaluation"],
+                 ["fairness_report", "fairness_heatmap_plot"], name="compute_fairness")]
+
+
+def model_card_node():
+    """One Markdown model card per evaluated model; reads ``predict_report`` when one exists."""
+    return node(write_model_cards,
+                {"metrics": "evaluation_metrics", "fairness": "fairness_report", "face_splits": "face_splits",
+                 "predict_report": "model_card_predict_report", **model_inputs("training_info")},
+                "model_cards", name="write_model_cards")
 
 
 def create_pipeline(**kwargs) -> Pipeline:
@@ -44,4 +60,4 @@ def create_pipeline(**kwargs) -> Pipeline:
                    {"face_cache": "face_cache", "face_splits": "face_splits", "inference": "params:inference",
                     **model_inputs("model")},
                    "evaluation_predictions", name="predict_test_split")
-    return Pipeline([predict, *judging_nodes()])
+    return Pipeline([predict, *judging_nodes(), model_card_node()])
