@@ -105,8 +105,11 @@ def test_model_card(table):
     assert "# Model card: `scratch`" in card and f"split id `{'b' * 64}`" in card
     assert "Not measured" in card and "Black (race, n 40)" in card and "| Black | female |" in card
     detected = model_card("scratch", metrics, report, None, data,
-                          {"detection_by_race": {"White": {"rate": 0.95, "n": 100}, "Black": 0.7}})
-    assert "| White | 95.0 % | 100 |" in detected and "| Black | 70.0 % |  |" in detected
+                          {"detector": "mtcnn", "found_by_race_measured": {
+                              "by_race": {"White": 0.95, "Black": 0.7}, "largest_gap": 0.25, "n_per_group": 60,
+                              "measured_on": "synthetic photos"}})
+    assert "| White | 95.0 % | 60 |" in detected and "| Black | 70.0 % | 60 |" in detected
+    assert "Detector: mtcnn" in detected and "Largest gap between groups: 25.0 points" in detected
     with pytest.raises(ValueError, match="different predictions"):
         model_card("scratch", metrics, fairness_report(table.iloc[:100], None, BANDS, 30), None, data)
 

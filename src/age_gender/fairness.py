@@ -305,25 +305,21 @@ def _headline_line(metrics: Mapping[str, Any]) -> list[str]:
 
 
 def _detection_lines(predict_report: Mapping[str, Any] | None) -> list[str]:
-    """Detection rates per group from a ``predict_report`` that carries them (a mapping under
-    ``detection_by_race`` / ``detection_rate_by_race``: group -> rate or {rate, n}), else one
-    line saying they were not measured."""
-    rates = None
-    for key in ("detection_by_race", "detection_rate_by_race", "detection_rates"):
-        if isinstance((predict_report or {}).get(key), Mapping):
-            rates = predict_report[key]
-            break
-    if not rates:
+    """Detection rates per race group from ``predict_report.json``'s ``found_by_race_measured``
+    (written by ``predict``: {detector's measured ``by_race`` {group: share found}, ``largest_gap``,
+    ``n_per_group``, ``measured_on``}, plus ``detector``), else one line saying they were not
+    measured."""
+    measured = (predict_report or {}).get("found_by_race_measured")
+    rates = measured.get("by_race") if isinstance(measured, Mapping) else None
+    if not isinstance(rates, Mapping) or not rates:
         return ["Not measured: no `predict_report.json` with detection rates per group was found "
-                "(run the predict benchmark to measure them)."]
-    lines = ["| group | faces found | n |", "| --- | --- | --- |"]
-    for group, value in rates.items():
-        rate = value.get("rate", value.get("found_rate")) if isinstance(value, Mapping) else value
-        n = value.get("n", "") if isinstance(value, Mapping) else ""
-        lines.append(f"| {group} | {100 * float(rate):.1f} % | {n} |" if rate is not None else f"| {group} | n/a | {n} |")
-    gap = predict_report.get("detection_gap", predict_report.get("largest_detection_gap"))
-    if gap is not None:
-        lines.append(f"\nLargest gap between groups: {gap}")
+                "(run `kedro run --pipeline predict`, or `python benchmarks/run.py --only bench_predict`)."]
+    n = measured.get("n_per_group", "")
+    lines = [f"Detector: {predict_report.get('detector', 'n/a')}; measured on {measured.get('measured_on', 'n/a')}.", "",
+             "| group | faces found | n |", "| --- | --- | --- |"]
+    lines += [f"| {group} | {100 * float(rate):.1f} % | {n} |" for group, rate in rates.items()]
+    if measured.get("largest_gap") is not None:
+        lines.append(f"\nLargest gap between groups: {100 * float(measured['largest_gap']):.1f} points")
     return lines
 
 
