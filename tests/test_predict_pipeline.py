@@ -24,8 +24,10 @@ def project(tmp_path_factory, archive_members):
     from age_gender.models import build_multitask_cnn
 
     root = make_project(tmp_path_factory.mktemp("project"))
+    version = root / "data" / "06_models" / "scratch.keras" / "2026-01-01T00.00.00.000Z"  # versioned entry
+    version.mkdir(parents=True)
     build_multitask_cnn(input_size=32, conv_pairs=2, dense_layers=1, dense_units=8,
-                        width_multiplier=0.125).save(root / "data" / "06_models" / "scratch.keras")
+                        width_multiplier=0.125).save(version / "scratch.keras")
     faces = [Image.open(io.BytesIO(data)).convert("RGB") for name, data in sorted(archive_members.items())
              if not isinstance(parse_utkface_name(name), str)][::17][:4]
     photos = root / "photos"

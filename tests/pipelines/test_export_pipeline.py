@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from tests.conftest import make_project, run_kedro
+from tests.conftest import make_project, run_kedro, saved
 
 pytestmark = pytest.mark.pipeline
 
@@ -30,7 +30,7 @@ def project(tmp_path_factory, sample_archive):
 
 
 def _json(project, name):
-    return json.loads((project / "data" / "08_reporting" / name).read_text())
+    return json.loads(saved(project / "data" / "08_reporting" / name).read_text())
 
 
 def test_fairness_report_heatmap_and_model_card_after_evaluation(project):
@@ -40,7 +40,7 @@ def test_fairness_report_heatmap_and_model_card_after_evaluation(project):
     assert scratch["n"] == 60 and sum(c["n"] for c in scratch["cells"]) == 60 and len(scratch["cells"]) == 60
     assert all(c["too_few"] == (c["n"] < 5) for c in scratch["cells"])
     assert scratch["gap"]["race"]["age_mae"]["ci"] is not None  # intervals from evaluation.bootstrap
-    assert (project / "data" / "08_reporting" / "fairness_heatmap.png").stat().st_size > 10_000
+    assert saved(project / "data" / "08_reporting" / "fairness_heatmap.png").stat().st_size > 10_000
     card = (project / "data" / "08_reporting" / "model_cards" / "scratch.md").read_text()
     split_id = _json(project, "scratch_training_info.json")["split_id"]
     assert f"split id `{split_id}`" in card and "Not measured" in card and "## Known weak groups" in card
@@ -69,7 +69,7 @@ def test_an_export_of_other_weights_is_refused(project, tmp_path):
     from age_gender.lineage import LineageError
     from age_gender.pipelines.export.nodes import check_exports
 
-    model_path = project / "data" / "06_models" / "scratch.keras"
+    model_path = saved(project / "data" / "06_models" / "scratch.keras")
     other = keras.models.load_model(model_path)
     other.weights[0].assign(other.weights[0].numpy() + 1.0)
     from age_gender.datasets import AtomicParquetDataset, FaceCacheDataset
