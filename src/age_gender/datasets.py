@@ -706,6 +706,10 @@ class SwappedFolderDataset(AbstractDataset[dict[str, Any], dict[str, Any]]):
     def _write_extra(self, folder: Path, data: Any) -> None:
         """Hook for subclasses: more files to write into the new folder before the swap."""
 
+    def _write_item(self, folder: Path, name: str, value: Any) -> None:
+        """Write one named item into the new folder (subclasses: other kinds of items)."""
+        self._partition(folder, name).save(value() if callable(value) else value)
+
     def save(self, data: dict[str, Any]) -> None:
         import tempfile
 
@@ -717,7 +721,7 @@ class SwappedFolderDataset(AbstractDataset[dict[str, Any], dict[str, Any]]):
             for name, value in data.items():
                 if not name or name.startswith(".") or "/" in name or "\\" in name:
                     raise DatasetError(f"Bad partition name {name!r}")
-                self._partition(folder, name).save(value() if callable(value) else value)
+                self._write_item(folder, name, value)
             self._write_extra(folder, data)
             self._swap_in(folder)
         except BaseException:

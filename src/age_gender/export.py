@@ -29,11 +29,9 @@ import hashlib
 import io
 import json
 import logging
-import os
 import shutil
-import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -306,19 +304,8 @@ class ExportedModelsDataset(SwappedFolderDataset):
         folder = self._path.resolve()
         return {p.name: p for p in sorted(folder.iterdir()) if p.is_dir() and (p / INFO_FILE).is_file()}
 
-    def save(self, data: Mapping[str, Any]) -> None:
-        parent = self._path.parent
-        parent.mkdir(parents=True, exist_ok=True)
-        folder = Path(tempfile.mkdtemp(prefix=f".{self._path.name}.", dir=parent))
-        try:
-            os.chmod(folder, 0o755)
-            for name, source in data.items():
-                if not name or name.startswith(".") or "/" in name or "\\" in name:
-                    raise DatasetError(f"Bad model name {name!r}")
-                if not (Path(source) / INFO_FILE).is_file():
-                    raise DatasetError(f"'{source}' is not a finished export folder (no {INFO_FILE}).")
-                shutil.move(str(source), str(folder / name))  # the node wrote it in a temporary folder
-            self._swap_in(folder)
-        except BaseException:
-            _remove(folder)
-            raise
+    def _write_item(self, folder: Path, name: str, source: Any) -> None:
+        """Move one finished export folder (written by the node in a temporary folder) into the set."""
+        if not (Path(source) / INFO_FILE).is_file():
+            raise DatasetError(f"'{source}' is not a finished export folder (no {INFO_FILE}).")
+        shutil.move(str(source), str(folder / name))
