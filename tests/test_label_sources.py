@@ -17,7 +17,7 @@ from kedro.io import DatasetError
 from age_gender.datasets import FaceSourceDataset
 from age_gender.faces import UTKFACE_NAME, FaceLabel, parse_utkface_name
 from age_gender.pipelines.ingestion.nodes import decode_faces
-from tests.conftest import make_project, run_kedro
+from tests.conftest import make_project, run_kedro, saved
 
 PARAMS = {"image_sizes": [32], "max_pixels": 10**6, "workers": 1, "exclude_files": [],
           "conflicting_duplicates": "keep_first",
@@ -284,7 +284,7 @@ def _catalog(project: Path, entries: dict) -> None:
 
 
 def _report(project: Path, name: str) -> dict:
-    return json.loads((project / "data" / "08_reporting" / name).read_text())
+    return json.loads(saved(project / "data" / "08_reporting" / name).read_text())  # newest version if versioned
 
 
 @pytest.fixture(scope="module")
