@@ -6,6 +6,8 @@ import logging
 import os
 import sys
 import tempfile
+from collections.abc import Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -158,6 +160,32 @@ def check_splits_and_lineage(pipeline: Any, catalog: Any) -> None:
             check_trained_on(splits, name.removesuffix("_training_info"), catalog.load(name))
 
 
+def check_load_versions(load_versions: Mapping[str, str] | None, pipeline: Any, catalog: Any) -> None:
+    """``--load-versions``: every name must be a versioned entry this run reads, at a version that
+    exists; a typo would otherwise be ignored and the newest files judged in its place.
+    Raises ``ActionableError`` naming the entry and the versions there are."""
+    import difflib
+
+    from kedro.io import AbstractVersionedDataset
+
+    readable = sorted(n for n in pipeline.inputs() if not n.startswith("params:") and n != "parameters")
+    for name, version in (load_versions or {}).items():
+        if name not in readable:
+            near = difflib.get_close_matches(name, readable, n=1)
+            raise ActionableError(f"--load-versions names '{name}', which this run does not read"
+                                  + (f" (did you mean {near[0]}?)" if near else ""),
+                                  f"name one of the inputs this run reads: {', '.join(readable)}")
+        dataset = catalog.get(name)
+        if not isinstance(dataset, AbstractVersionedDataset) or getattr(dataset, "_version", None) is None:
+            raise ActionableError(f"--load-versions names '{name}', which is not versioned",
+                                  "drop it from --load-versions (it has one file only)")
+        folder = Path(str(dataset._filepath))
+        if getattr(dataset, "_protocol", "file") in ("file", None) and not (folder / version / folder.name).exists():
+            there = sorted(p.name for p in folder.iterdir() if (p / folder.name).exists()) if folder.is_dir() else []
+            raise ActionableError(f"{name} has no version '{version}' in {folder}",
+                                  f"use one of its versions: {', '.join(there[-5:]) or 'none saved yet'}")
+
+
 def check_versions(pipeline: Any, catalog: Any) -> None:
     """Before the first node, for every versioned entry (``versioned: true``) the run reads or
     writes: refuse a plain file saved at its path before it was versioned (it would be skipped
@@ -258,6 +286,7 @@ class IntegrityHooks:
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:
         IntegrityHooks.failed_node = None
         check_outputs_writable(pipeline, catalog)
+        check_load_versions(run_params.get("load_versions"), pipeline, catalog)
         check_versions(pipeline, catalog)
         check_splits_and_lineage(pipeline, catalog)
 
@@ -306,6 +335,20 @@ class TrainingHooks:
 # --- experiment tracking: kedro-mlflow's run, and what the nodes return (age_gender.tracking) -----
 
 
+@contextmanager
+def _quick_http():
+    """While the MLflow run starts: few retries and a short timeout (unless the user set them), so
+    an unreachable tracking server is refused in seconds, not after MLflow's ~4 minutes of retries."""
+    quick = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+    added = {k: v for k, v in quick.items() if k not in os.environ}
+    os.environ.update(added)
+    try:
+        yield
+    finally:
+        for key in added:
+            os.environ.pop(key, None)
+
+
 class TrackingHooks:
     """Makes a ``kedro run`` of a tracked pipeline an MLflow run (``age_gender.tracking``).
 
@@ -341,9 +384,9 @@ class TrackingHooks:
 
         hook = MlflowHook()
         try:
-            with tracking.store_for(self._context.project_path):
+            with tracking.store_for(self._context.project_path), _quick_http():
                 hook.after_context_created(self._context)
-            hook.before_pipeline_run(run_params=run_params, pipeline=pipeline, catalog=catalog)
+                hook.before_pipeline_run(run_params=run_params, pipeline=pipeline, catalog=catalog)
         except Exception as error:  # noqa: BLE001  (a store that cannot be used: before any node)
             where = os.environ.get("MLFLOW_TRACKING_URI") or tracking.default_store(self._context.project_path)
             message = (str(error).strip().splitlines() or [type(error).__name__])[0]
