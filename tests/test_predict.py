@@ -270,6 +270,9 @@ def test_console_predict_needs_no_kedro_project(tiny_model, two_faces, tmp_path)
     refused = _cli(str(folder), "--model", str(tmp_path / "none.keras"), cwd=tmp_path)
     assert refused.returncode == 1
     assert refused.stderr.strip().splitlines()[-1].startswith("ERROR: no model file at")
+    into_folder = _cli(str(folder), "--model", str(tiny_model), "--output", str(folder), cwd=tmp_path)
+    assert into_folder.returncode == 1
+    assert "is a folder: name a CSV file" in into_folder.stderr.strip().splitlines()[-1]
 
 
 def test_ingestion_face_check_detector_is_validated():

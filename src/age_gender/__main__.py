@@ -64,6 +64,8 @@ def predict_command(argv: list[str]) -> int:
             raise ValueError(f"--margin must be > -0.5, got {args.margin}")
         if args.output and not Path(args.output).expanduser().resolve().parent.is_dir():
             raise ValueError(f"no folder for --output '{args.output}': create it first")
+        if args.output and Path(args.output).expanduser().is_dir():
+            raise ValueError(f"--output '{args.output}' is a folder: name a CSV file, e.g. {Path(args.output) / 'faces.csv'}")
         paths = _photo_paths(args.paths)
         from age_gender.photos import (
             COLUMNS,
