@@ -250,6 +250,19 @@ class Labelled:
     report: dict[str, Any]
 
 
+def _listed_once(raw: Any, number: int, seen: dict[str, int], what: str) -> str:
+    """The normalised path a table row (1-based ``number``, header = row 1) names, recorded in
+    ``seen``; raises ``LabelTableError`` for a path that leaves the image folder or a file listed twice."""
+    path = normalise_path(raw)
+    if path is None:
+        raise LabelTableError(f"{what} row {number} names {str(raw)[:80]!r}, a path that leaves the image "
+                              f"folder; list files relative to it")
+    if path in seen:
+        raise LabelTableError(f"{what} lists {path!r} twice (rows {seen[path]} and {number}); keep one row per file")
+    seen[path] = number
+    return path
+
+
 def _column(columns: Mapping[str, Any], name: str) -> str | None:
     value = columns.get(name)
     return None if value is None else str(value)
@@ -279,14 +292,7 @@ def read_label_table(config: Mapping[str, Any], where: str) -> tuple[dict[str, L
         raw = record[columns["file"]]
         if _missing(raw):
             raise LabelTableError(f"{where}: label table row {number} has no file name; fill it in or delete the row")
-        path = normalise_path(raw)
-        if path is None:
-            raise LabelTableError(f"{where}: label table row {number} names {str(raw)[:80]!r}, a path that "
-                                  f"leaves the image folder; list files relative to it")
-        if path in seen:
-            raise LabelTableError(f"{where}: label table lists {path!r} twice (rows {seen[path]} and {number}); "
-                                  f"keep one row per file")
-        seen[path] = number
+        path = _listed_once(raw, number, seen, f"{where}: label table")
         rows[path] = _label(maps, record[columns["age"]], record[columns["gender"]],
                             record.get(_column(columns, "race")), has_race,
                             record.get(_column(columns, "split")), has_split)
@@ -391,14 +397,7 @@ def read_split_lists(lists: Mapping[str, Any], where: str) -> dict[str, list[str
         for number, raw in enumerate(frame[column].tolist(), start=2):
             if _missing(raw):
                 continue
-            path = normalise_path(raw)
-            if path is None:
-                raise LabelTableError(f"{where}: split_lists.{split} row {number} names {str(raw)[:80]!r}, a path "
-                                      f"that leaves the image folder; list files relative to it")
-            if path in listed:
-                raise LabelTableError(f"{where}: split_lists.{split} lists {path!r} twice (rows {listed[path]} and "
-                                      f"{number}); keep one row per file")
-            listed[path] = number
+            _listed_once(raw, number, listed, f"{where}: split_lists.{split}")
         for other, paths in result.items():
             both = sorted(set(paths) & set(listed))
             if both:
