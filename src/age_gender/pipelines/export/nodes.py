@@ -103,8 +103,11 @@ def check_exports(exported: Mapping[str, Path], face_cache, face_splits: pd.Data
                                "rerun `kedro run --pipeline export`")
         test = select_split(face_cache, face_splits, int(model.input_shape[1]), ["test"])
         rows, images = test.rows, test.images
-        if check.get("max_faces"):
-            rows, images = rows.iloc[: check["max_faces"]], images[: check["max_faces"]]
+        if check.get("max_faces") and check["max_faces"] < len(rows):
+            # evenly spaced over the split, not its first faces: cache order is file-name order,
+            # and UTKFace names begin with the age (the first 500 are young children)
+            keep = np.linspace(0, len(rows) - 1, int(check["max_faces"])).round().astype(int)
+            rows, images = rows.iloc[keep].reset_index(drop=True), images[keep]
         age0, female0 = predict_faces(model, images, batch_size=check["batch_size"],
                                       flip_average=bool(info["flip_average"]))
         reference = headline(model_metrics(prediction_table(rows, age0, female0)))
