@@ -358,12 +358,7 @@ def test_other_label_forms_ingest_and_split_through_kedro(form, tmp_path, archiv
     project = make_project(tmp_path / "project")
     faces = _faces(archive_members, 120)
     if form == "csv_table":
-        images = tmp_path / "dataset"
-        (images / "photos").mkdir(parents=True)
-        rows = []
-        for i, (_, data, label) in enumerate(faces):
-            (images / "photos" / f"{i:03d}.jpg").write_bytes(data)
-            rows.append({"img_path": f"photos/{i:03d}.jpg", "Age": label.age, "Sex": GENDER_WORDS[label.gender]})
+        _, images, rows = _table_source(tmp_path, archive_members, 120)
         pd.DataFrame(rows).to_parquet(tmp_path / "labels.parquet")
         entry = {"filepath": str(images), "labels": {
             "table": {"type": "pandas.ParquetDataset", "filepath": str(tmp_path / "labels.parquet")},
@@ -394,7 +389,7 @@ def test_other_label_forms_ingest_and_split_through_kedro(form, tmp_path, archiv
         run_kedro(project, "scratch", params)
         run_kedro(project, "evaluation", params)
         scratch = _report(project, "evaluation_metrics.json")["scratch"]
-        predictions = pd.read_parquet(project / "data" / "07_model_output" / "evaluation_predictions.parquet")
+        predictions = pd.read_parquet(saved(project / "data" / "07_model_output" / "evaluation_predictions.parquet"))
         inside = (predictions["age_pred"] >= predictions["age_low"]) & (predictions["age_pred"] < predictions["age_high"] + 1)
         assert scratch["n"] == 30 and scratch["age_in_range"]["n"] == 30
         assert scratch["age_in_range"]["age_in_range_share"] == pytest.approx(inside.mean(), abs=1e-4)
