@@ -16,7 +16,7 @@ def _data(n=64, seed=0):
                       rng.integers(0, 2, n).astype(np.float32), pd.DataFrame({"cache_index": range(n)}))
 
 
-def _fit(tmp_path, epochs, callbacks=(), time_budget_s=None):
+def _fit(tmp_path, epochs, callbacks=(), time_budget_s=None, **compile_options):
     data = _data()
     train = make_dataset(data, 16, shuffle=True, seed=1)
     val = make_dataset(_data(32, 1), 16, shuffle=False, seed=1)
@@ -25,7 +25,7 @@ def _fit(tmp_path, epochs, callbacks=(), time_budget_s=None):
         return build_multitask_cnn(input_size=16, conv_pairs=2, dense_layers=1, dense_units=8,
                                    width_multiplier=0.125, split_point=1)
 
-    return resumable_fit(build, lambda m: compile_multitask(m, 1e-3, {"age": 0.1, "gender": 1.0}),
+    return resumable_fit(build, lambda m: compile_multitask(m, 1e-3, {"age": 0.1, "gender": 1.0}, **compile_options),
                          train, val, epochs=epochs, patience=50, min_delta=0.0,
                          checkpoint_dir=tmp_path / "ckpt", config={"test": 1},
                          extra_callbacks=callbacks, time_budget_s=time_budget_s)
@@ -51,6 +51,19 @@ def test_interrupted_training_resumes_where_it_stopped(tmp_path):
     assert result.resumed_from_epoch == 2
     assert len(result.history["loss"]) == 4  # 2 before the kill + 2 after
     assert not list((tmp_path / "ckpt").glob("*.tmp*"))
+
+
+def test_ema_weights_are_the_ones_validated_kept_and_returned(tmp_path):
+    result = _fit(tmp_path, 3, ema_momentum=0.5, label_smoothing=0.1)
+    optimizer = result.model.optimizer
+    assert optimizer.use_ema
+    best = result.best_epoch
+    val = make_dataset(_data(32, 1), 16, shuffle=False, seed=1)
+    again = result.model.evaluate(val, verbose=0, return_dict=True)
+    # the returned (best) weights are the averages the early stopping validated, not the raw ones
+    assert again["loss"] == pytest.approx(result.history["val_loss"][best], rel=1e-4)
+    raw = keras.models.load_model(tmp_path / "ckpt" / "latest.keras")
+    assert not np.allclose(raw.get_weights()[0], result.model.get_weights()[0])
 
 
 def test_checkpoint_of_another_configuration_is_not_resumed(tmp_path):

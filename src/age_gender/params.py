@@ -52,6 +52,7 @@ Seed = Annotated[int, Field(ge=0)]                  # numpy's and Keras's seeds 
 PositiveFloat = Annotated[float, Field(gt=0)]       # learning rates, multipliers, budgets
 NonNegativeFloat = Annotated[float, Field(ge=0)]    # l2, min_delta, loss weights, warm-up epochs
 Rate = Annotated[float, Field(ge=0, lt=1)]          # dropout, shift, zoom, contrast: [0, 1)
+Momentum = Annotated[float, Field(gt=0, lt=1)]      # EMA momentum: (0, 1)
 OpenFraction = Annotated[float, Field(gt=0, lt=1)]  # a share of a set, strictly inside (0, 1)
 ImageSize = Annotated[int, Field(ge=16, le=1024)]   # px, as ingestion accepts them
 
@@ -320,6 +321,8 @@ class ScratchTraining(_Group):
     loss_weights: LossWeights
     age_loss: AgeLoss
     age_head: AgeHead
+    label_smoothing: Rate
+    ema_momentum: Momentum | None
     epochs: Count
     patience: Count
     time_budget_minutes: PositiveFloat | None
@@ -425,6 +428,8 @@ class FineTune(_Group):
     learning_rate: PositiveFloat
     lr_schedule: LrSchedule
     warmup_epochs: NonNegativeFloat
+    label_smoothing: Rate
+    ema_momentum: Momentum | None
     epochs: Count
     patience: Count
     time_budget_minutes: PositiveFloat | None

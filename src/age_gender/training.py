@@ -415,9 +415,13 @@ def learning_rate_schedule(learning_rate: float, schedule: str | None, total_ste
 
 
 def compile_multitask(model, learning_rate, loss_weights: Mapping[str, float],
-                      age_loss: str = "huber", jit_compile: bool | str = False) -> None:
+                      age_loss: str = "huber", jit_compile: bool | str = False, *,
+                      label_smoothing: float = 0.0, ema_momentum: float | None = None) -> None:
     """Adam, Huber/MAE/MSE on age (years), binary cross-entropy on gender, per-task weights.
-    ``learning_rate`` is a float or a Keras schedule."""
+    ``learning_rate`` is a float or a Keras schedule. ``label_smoothing`` (in [0, 1)) softens the
+    gender targets (Szegedy et al. 2016); ``ema_momentum`` (None: off) makes Adam keep an
+    exponential moving average of the weights (Polyak averaging), which ``resumable_fit``
+    validates, checkpoints as the best weights and returns."""
     import keras
 
     losses = {"mae": keras.losses.MeanAbsoluteError(), "mse": keras.losses.MeanSquaredError(),
@@ -425,8 +429,9 @@ def compile_multitask(model, learning_rate, loss_weights: Mapping[str, float],
     if age_loss not in losses:
         raise ValueError(f"age_loss must be one of {sorted(losses)}, got {age_loss!r}")
     model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate),
-        loss={"age": losses[age_loss], "gender": keras.losses.BinaryCrossentropy()},
+        optimizer=keras.optimizers.Adam(learning_rate, use_ema=ema_momentum is not None,
+                                        ema_momentum=0.99 if ema_momentum is None else float(ema_momentum)),
+        loss={"age": losses[age_loss], "gender": keras.losses.BinaryCrossentropy(label_smoothing=float(label_smoothing))},
         loss_weights={"age": float(loss_weights["age"]), "gender": float(loss_weights["gender"])},
         metrics={"age": [keras.metrics.MeanAbsoluteError(name="mae")],
                  "gender": [keras.metrics.BinaryAccuracy(name="accuracy")]},
@@ -466,8 +471,10 @@ def _make_callback_class():
         budget (seconds of training, summed over resumed runs)."""
 
         def __init__(self, directory: Path, key: str, monitor: str, patience: int,
-                     min_delta: float, state: dict | None = None, time_budget_s: float | None = None):
+                     min_delta: float, state: dict | None = None, time_budget_s: float | None = None,
+                     swap_ema: Callable[[], None] | None = None):
             super().__init__()
+            self.swap_ema = swap_ema  # with an EMA optimizer: the best weights saved are the averages
             self.directory, self.key = directory, key
             self.monitor, self.patience, self.min_delta = monitor, patience, min_delta
             state = state or {}
@@ -499,7 +506,13 @@ def _make_callback_class():
             if current < self.best - self.min_delta:
                 self.best, self.best_epoch, self.wait = float(current), epoch, 0
                 tmp = self.directory / "best.tmp.weights.h5"
-                self.model.save_weights(tmp)
+                if self.swap_ema:
+                    self.swap_ema()
+                try:
+                    self.model.save_weights(tmp)
+                finally:
+                    if self.swap_ema:
+                        self.swap_ema()
                 os.replace(tmp, self.directory / "best.weights.h5")
             else:
                 self.wait += 1
@@ -593,10 +606,17 @@ def resumable_fit(build: Callable[[], Any], compile_model: Callable[[Any], None]
         model = build()
         compile_model(model)
         initial_epoch = 0
-    callback = _make_callback_class()(directory, key, monitor, patience, min_delta, state, time_budget_s)
+    ema_callbacks = []
+    if getattr(model.optimizer, "use_ema", False):
+        # validation sees the averaged weights; latest.keras keeps the raw ones (and the averages
+        # in the optimizer state), so a resumed run continues exactly
+        swap = keras.callbacks.SwapEMAWeights(swap_on_epoch=False)
+        ema_callbacks = [swap]
+    callback = _make_callback_class()(directory, key, monitor, patience, min_delta, state, time_budget_s,
+                                      swap_ema=ema_callbacks[0]._swap_variables if ema_callbacks else None)
     if initial_epoch < epochs:
         model.fit(train, validation_data=validation, epochs=epochs, initial_epoch=initial_epoch,
-                  callbacks=[keras.callbacks.TerminateOnNaN(), callback, *extra_callbacks],
+                  callbacks=[keras.callbacks.TerminateOnNaN(), *ema_callbacks, callback, *extra_callbacks],
                   verbose=2)
     seconds = callback.seconds
     if not callback.history:
@@ -673,7 +693,8 @@ def fit_model(build: Callable[[str | None, Any], Any], train: FaceArrays, val: F
                                       int(epochs) * per_epoch,
                                       round(float(settings.get("warmup_epochs", 0)) * per_epoch))
         compile_multitask(model, rate, settings["loss_weights"], settings.get("age_loss", "huber"),
-                          device.get("jit_compile", False))
+                          device.get("jit_compile", False), label_smoothing=settings.get("label_smoothing", 0.0),
+                          ema_momentum=settings.get("ema_momentum"))
 
     config = {"model": dict(identity), "training": fit_identity(settings),
               "data": data_key(train.rows, val.rows), "dtype": dtype, "backend": keras_backend()}
