@@ -609,6 +609,14 @@ def _kedro_dataset(module: str, name: str) -> type:
     return getattr(importlib.import_module(f"kedro_datasets.{module}"), name)
 
 
+def written_by_a_pipeline(dataset: Any) -> bool:
+    """True for a plain file or folder entry that has no meaning until a pipeline wrote it; the
+    optional inputs (a model not trained yet, a search winner: they load None) and raw sources
+    (their own errors) are False."""
+    return isinstance(dataset, (_AtomicSave, SwappedFolderDataset)) or type(dataset).__module__.startswith(
+        "kedro_datasets")
+
+
 class AtomicParquetDataset(_AtomicSave, _kedro_dataset("pandas", "ParquetDataset")):
     """``pandas.ParquetDataset`` (same arguments) whose save is atomic on a local filesystem.
     ``partition_cols`` (a folder) is not supported atomically: use the plain dataset for that."""

@@ -14,7 +14,7 @@ from typing import Any
 from kedro.framework.hooks import hook_impl
 from kedro.io import DatasetError
 
-from age_gender.datasets import DATA_HELP
+from age_gender.datasets import DATA_HELP, written_by_a_pipeline
 from age_gender.lineage import ActionableError
 
 logger = logging.getLogger(__name__)
@@ -128,6 +128,56 @@ def check_outputs_writable(pipeline: Any, catalog: Any) -> None:
             raise ActionableError(f"{reason}, where this run writes {', '.join(names)}",
                                   f"make '{folder}' writable, or point these catalog entries "
                                   "elsewhere in conf/local/catalog.yml")
+
+
+def _every_pipeline() -> dict[str, Any]:
+    """Every pipeline of the project by folder name, with ``__default__`` (a session's registry
+    holds only the pipelines it runs, so ``find_pipelines`` would return those)."""
+    import importlib
+    import pkgutil
+
+    from kedro.pipeline import Pipeline
+
+    import age_gender.pipelines
+    from age_gender.pipeline_registry import DEFAULT_PIPELINES
+
+    found = {info.name: importlib.import_module(f"age_gender.pipelines.{info.name}").create_pipeline()
+             for info in pkgutil.iter_modules(age_gender.pipelines.__path__) if info.ispkg}
+    found["__default__"] = sum((found[name] for name in DEFAULT_PIPELINES if name in found), Pipeline([]))
+    return found
+
+
+def check_inputs_exist(pipeline: Any, catalog: Any, registry: Mapping[str, Any] | None = None) -> None:
+    """Refuse a run whose inputs an earlier run should have written but has not (``split``
+    before ``ingestion``), before any node runs, naming the pipelines that write them.
+
+    ``registry``: pipeline name -> Pipeline (default: the project's registered pipelines).
+    Raises ``ActionableError``."""
+    missing = []
+    for name in sorted(pipeline.inputs()):
+        if name.startswith("params:") or name == "parameters":
+            continue
+        dataset = catalog.get(name)
+        if dataset is not None and written_by_a_pipeline(dataset) and not catalog.exists(name):
+            missing.append(name)
+    if not missing:
+        return
+    if registry is None:
+        registry = _every_pipeline()
+    producers = []
+    for name in missing:  # the smallest registered pipeline that writes it
+        writers = sorted((len(p.nodes), key) for key, p in registry.items()
+                         if key != "__default__" and name in p.all_outputs())
+        if writers and writers[0][1] not in producers:
+            producers.append(writers[0][1])
+    ordered = [n.name for n in registry["__default__"].nodes] if "__default__" in registry else []
+    producers.sort(key=lambda key: min((ordered.index(n.name) for n in registry[key].nodes if n.name in ordered),
+                                       default=len(ordered)))
+    verb = "does" if len(missing) == 1 else "do"
+    fix = (" then ".join(f"`kedro run --pipeline {key}`" for key in producers) + " first"
+           if producers else "run the pipeline that writes it first, or point the catalog entry at an existing file")
+    raise ActionableError(f"{', '.join(missing)} {verb} not exist yet (this run reads it)", f"run {fix}"
+                          if producers else fix)
 
 
 def check_splits_and_lineage(pipeline: Any, catalog: Any) -> None:
@@ -272,7 +322,7 @@ def _print_failures() -> None:
 
 
 class IntegrityHooks:
-    """Before the first node: output folders writable, the splits the run needs present and
+    """Before the first node: output folders writable, inputs of earlier runs there, the splits the run needs present and
     non-empty, cache and splits of one ingestion. After a failure: one last line naming the
     cause and the fix."""
 
@@ -286,6 +336,7 @@ class IntegrityHooks:
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:
         IntegrityHooks.failed_node = None
         check_outputs_writable(pipeline, catalog)
+        check_inputs_exist(pipeline, catalog)
         check_load_versions(run_params.get("load_versions"), pipeline, catalog)
         check_versions(pipeline, catalog)
         check_splits_and_lineage(pipeline, catalog)

@@ -120,3 +120,17 @@ def test_failed_kedro_run_ends_with_one_line_naming_cause_and_fix(kedro_project,
                     "age_distribution_plot, ingestion_report. Fix: make "
                     f"'{reporting}' writable, or point these catalog entries elsewhere in "
                     "conf/local/catalog.yml."), last
+
+
+def test_a_run_before_the_run_that_writes_its_inputs_is_refused_naming_it(kedro_project, sample_archive,
+                                                                         monkeypatch):
+    """`split` (and `transfer`) on a fresh project: one line naming what is missing and the
+    pipelines to run first, before any node, instead of a dataset traceback."""
+    monkeypatch.setenv("UTKFACE_ARCHIVE", str(sample_archive))
+    with pytest.raises(ActionableError, match=r"^face_cache, face_manifest, ingestion_report do not exist yet "
+                                              r"\(this run reads it\): run `kedro run --pipeline ingestion` first$"):
+        run_kedro(kedro_project, "split", TINY)
+    with pytest.raises(ActionableError, match=r"face_splits.* do not exist yet .*: run `kedro run --pipeline "
+                                              r"ingestion` then `kedro run --pipeline split` first$"):
+        run_kedro(kedro_project, "transfer", TINY)
+    assert not list((kedro_project / "data" / "05_model_input").glob("*.parquet"))
