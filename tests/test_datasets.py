@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from kedro.io import DatasetError
 
-from age_gender.datasets import FaceSourceDataset, NpyDataset
+from age_gender.datasets import FaceSourceDataset, KerasModelDataset, NpyDataset
 
 
 def _hostile_tar(path, good: bytes):
@@ -83,3 +83,16 @@ def test_npy_dataset_round_trip_is_atomic(tmp_path):
         dataset.save(np.array([object()], dtype=object))
     assert np.array_equal(dataset.load(), array)  # the failed save left the old file intact
     assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["x.npy"]
+
+
+def test_truncated_model_file_is_named_as_damaged(tmp_path):
+    """A .keras file cut short (a copy interrupted, a full disk elsewhere) is named as damaged with
+    the fix, where Keras itself says "File not found" about a file that is there."""
+    import keras
+
+    path = tmp_path / "m.keras"
+    KerasModelDataset(str(path)).save(keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)]))
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(DatasetError, match=r"m\.keras' is not a readable \.keras model \(damaged.*--load-versions"):
+        KerasModelDataset(str(path)).load()

@@ -498,7 +498,13 @@ class KerasModelDataset(_LocalVersioned):
                 return None  # an optional model that has not been trained yet
             raise DatasetError(f"No trained model at '{Path(str(self._filepath)).resolve()}': train it first "
                                f"(kedro run --pipeline scratch / transfer).")
-        return keras.models.load_model(path, compile=self._compile)
+        try:
+            return keras.models.load_model(path, compile=self._compile)
+        except Exception as error:  # a truncated or foreign file: Keras says "File not found" or worse
+            if not zipfile.is_zipfile(path):
+                raise DatasetError(f"'{path}' is not a readable .keras model (damaged or not a Keras 3 file): "
+                                   f"retrain it, or load an older version with --load-versions.") from error
+            raise
 
     def save(self, model: Any) -> None:
         tmp, final = _atomic_target(self._write_path())
