@@ -96,3 +96,18 @@ def test_truncated_model_file_is_named_as_damaged(tmp_path):
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(DatasetError, match=r"m\.keras' is not a readable \.keras model \(damaged.*--load-versions"):
         KerasModelDataset(str(path)).load()
+
+
+def test_one_image_file_is_a_source_of_one_member(tmp_path):
+    """`predict` (and any entry) may point at a single photo; an archive keeps its magic-byte reader."""
+    from PIL import Image
+
+    photo = tmp_path / "holiday.jpg"
+    Image.new("RGB", (40, 30), (200, 120, 90)).save(photo)
+    source = FaceSourceDataset(str(photo)).load()
+    assert [name for name, _ in source.members] == ["holiday.jpg"] and source.members[0][1] == photo.read_bytes()
+    assert not source.refused
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not an image")
+    with pytest.raises(DatasetError, match="neither a readable .tar/.tar.gz/.zip archive nor a folder"):
+        FaceSourceDataset(str(notes)).load()

@@ -209,9 +209,9 @@ def _read_zip(path: Path, limits: _Limits) -> FaceSource:
     return source
 
 
-def _read_folder(path: Path, limits: _Limits) -> FaceSource:
-    source = FaceSource(origin=str(path))
-    for entry in sorted(path.rglob("*")):
+def _read_folder(path: Path, limits: _Limits, only: str | None = None) -> FaceSource:
+    source = FaceSource(origin=str(path if only is None else path / only))
+    for entry in [path / only] if only is not None else sorted(path.rglob("*")):
         name = entry.relative_to(path).as_posix()
         info = entry.lstat()
         if stat.S_ISDIR(info.st_mode):
@@ -265,7 +265,8 @@ def _sha256(path: Path) -> str:
 
 
 class FaceSourceDataset(AbstractDataset[None, FaceSource]):
-    """Read-only dataset of face image files from a ``.tar(.gz|.bz2|.xz)``, a ``.zip`` or a folder.
+    """Read-only dataset of face image files from a ``.tar(.gz|.bz2|.xz)``, a ``.zip``, a folder or
+    one image file.
 
     The format is told by the file's leading bytes, not its name. Members are read in memory;
     nothing is extracted to disk. Refused and listed in ``refused`` (never read): members whose
@@ -343,6 +344,8 @@ class FaceSourceDataset(AbstractDataset[None, FaceSource]):
         limits = _Limits(self._max_member_bytes, self._max_total_bytes, self._max_members, str(where))
         if path.is_dir():
             source = _read_folder(path, limits)
+        elif _name_reason(path.name) is None and path.is_file() and _archive_kind(path) is None:
+            source = _read_folder(path.parent, limits, only=path.name)  # one image: `predict photo.jpg`
         else:
             source = self._read_archive(path, where, limits)
         source.help = self._help
