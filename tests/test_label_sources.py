@@ -393,6 +393,17 @@ def test_other_label_forms_ingest_and_split_through_kedro(form, tmp_path, archiv
         inside = (predictions["age_pred"] >= predictions["age_low"]) & (predictions["age_pred"] < predictions["age_high"] + 1)
         assert scratch["n"] == 30 and scratch["age_in_range"]["n"] == 30
         assert scratch["age_in_range"]["age_in_range_share"] == pytest.approx(inside.mean(), abs=1e-4)
+        # model_comparison shows the share inside the range, not an MAE against midpoints
+        comparison = _report(project, "model_comparison.json")
+        row = next(r for r in comparison["models"] if r["model"] == "scratch")
+        assert row["age_labels"] == "ranges" and row["age_mae"] is None
+        assert row["age_in_range_share"] == scratch["age_in_range"]["age_in_range_share"]
+        assert row["age_midpoint_mae"] == scratch["age"]["mae"]
+        low, high = row["age_in_range_share_ci"]
+        text = saved(project / "data" / "08_reporting" / "model_comparison.md").read_text()
+        share = f"{100 * row['age_in_range_share']:.2f} [{100 * low:.2f}, {100 * high:.2f}] % inside the labelled range"
+        assert f"| scratch | " in text and share in text and "no age MAE is given" in text
+        assert f"{scratch['age']['mae']:.3f}" not in text  # the midpoint MAE is not shown as an age MAE
     else:
         assert summary["counts"]["test"] == 20 and "predefined" not in summary
 

@@ -109,6 +109,13 @@ def _score(part: pd.DataFrame, setting: Bootstrap | None) -> dict[str, Any]:
     return values
 
 
+def _age_cell(v: Mapping[str, Any]) -> str:
+    """The age column of a score: the share inside the labelled range, or the MAE in years."""
+    if v.get("age_labels") == "ranges":
+        return f"{_pct(v['age_in_range_share'], v.get('age_in_range_share_ci'))} % inside the range"
+    return f"MAE {_years(v['age_mae'], v.get('age_mae_ci'))} years"
+
+
 def _held_out(name: str, headline: Mapping[str, Any] | None, info: Mapping[str, Any] | None) -> dict | None:
     """The model's held-out UTKFace test headline (``test_metrics/{model}.json``) when it was
     written for this very training run (same training info: split id, seconds, epochs ...)."""
@@ -116,7 +123,11 @@ def _held_out(name: str, headline: Mapping[str, Any] | None, info: Mapping[str, 
         return None
     if any(headline.get(k) != v for k, v in info.items() if k != "model"):
         return None  # evaluation ran on an earlier training of this model: not shown
-    return {k: headline.get(k) for k in ("n", "gender_accuracy", "gender_accuracy_ci", "age_mae", "age_mae_ci")}
+    if headline.get("age_labels") == "ranges":  # a range-labelled training dataset: no age MAE to show
+        return {"age_labels": "ranges", **{k: headline.get(k) for k in (
+            "n", "gender_accuracy", "gender_accuracy_ci", "age_in_range_share", "age_in_range_share_ci")}}
+    return {"age_labels": "years", **{k: headline.get(k) for k in (
+        "n", "gender_accuracy", "gender_accuracy_ci", "age_mae", "age_mae_ci")}}
 
 
 def external_comparison(all_predictions: pd.DataFrame, overlap_report: Mapping[str, Any],
@@ -169,14 +180,11 @@ def external_comparison(all_predictions: pd.DataFrame, overlap_report: Mapping[s
                   "| model | dataset | n | gender accuracy (%) [95 % CI] | age |", "| --- | --- | --- | --- | --- |"]
         for name, ref in reference.items():
             lines.append(f"| {name} | training dataset, held-out test split | {ref['n']} | "
-                         f"{_pct(ref['gender_accuracy'], ref['gender_accuracy_ci'])} | "
-                         f"MAE {_years(ref['age_mae'], ref['age_mae_ci'])} years |")
+                         f"{_pct(ref['gender_accuracy'], ref['gender_accuracy_ci'])} | {_age_cell(ref)} |")
             v = sections["unseen"].get(name)
             if v:
-                age = (f"{_pct(v['age_in_range_share'], v['age_in_range_share_ci'])} % inside the range"
-                       if v["age_labels"] == "ranges" else f"MAE {_years(v['age_mae'], v['age_mae_ci'])} years")
                 lines.append(f"| {name} | this external dataset, unseen images | {v['n']} | "
-                             f"{_pct(v['gender_accuracy'], v['gender_accuracy_ci'])} | {age} |")
+                             f"{_pct(v['gender_accuracy'], v['gender_accuracy_ci'])} | {_age_cell(v)} |")
         lines.append("")
     if any(v["age_labels"] == "ranges" for s in sections.values() for v in s.values()):
         lines.append("This dataset labels ages as ranges, so no age MAE is given (against a range's midpoint it "
