@@ -242,9 +242,20 @@ class Ingestion(_Group):
 
 class External(_Group):
     """``external``: what ``evaluate_external`` does with external images whose bytes are in the
-    training data (``drop``: not scored; ``score_apart``: scored in a section of their own)."""
+    training data (``drop``: not scored; ``score_apart``: scored in a section of their own), and
+    which datasets it evaluates on: ``datasets`` lists catalog entries (``FaceSourceDataset``), each
+    scored by a namespaced pipeline ``external.<name>``; empty: the single entry ``external_raw``
+    under ``external``."""
 
     overlap: Literal["drop", "score_apart"]
+    datasets: list[CandidateName]
+
+    @model_validator(mode="after")
+    def _each_once(self):
+        twice = sorted({n for n in self.datasets if self.datasets.count(n) > 1})
+        if twice:
+            raise ValueError(f"datasets lists {', '.join(twice)} more than once; list each catalog entry once")
+        return self
 
 
 class Predict(_Group):

@@ -15,7 +15,13 @@ import numpy as np
 import pandas as pd
 
 from age_gender.faces import GENDERS
-from age_gender.metrics import Bootstrap, headline, model_metrics, paired_difference, paired_in_range_difference
+from age_gender.metrics import (
+    Bootstrap,
+    headline,
+    model_metrics,
+    paired_difference,
+    paired_in_range_difference,
+)
 from age_gender.reporting import STUDY_RESULTS, predict_models
 from age_gender.training import cached_images, select_split
 
