@@ -227,9 +227,31 @@ class FaceCheck(_Group):
     min_neighbors: NonNegativeInt
 
 
+class DetectFaces(_Group):
+    """``ingestion.detect_faces``: for datasets of whole photos (one face each), find the face and
+    cut it as ``predict`` does before it enters the cache (off: images are taken as crops). The
+    detector and its settings mean what they mean under ``predict`` (px, shares, confidences)."""
+
+    enabled: bool
+    detector: Literal["mtcnn", "haar"]
+    min_face: Annotated[int, Field(ge=12)]
+    min_neighbors: NonNegativeInt
+    thresholds: Annotated[list[Annotated[float, Field(gt=0, lt=1)]], Field(min_length=3, max_length=3)]
+    margin: Annotated[float, Field(gt=-0.5, le=2)]
+    detect_max_side: Annotated[int, Field(ge=64)]
+
+    @model_validator(mode="after")
+    def _faces_fit(self):
+        if self.min_face > self.detect_max_side:
+            raise ValueError(f"min_face ({self.min_face} px) must not exceed detect_max_side "
+                             f"({self.detect_max_side} px): no face could ever be found")
+        return self
+
+
 class Ingestion(_Group):
     """``ingestion``: cache sizes (px), decompression-bomb cap (pixels), smallest accepted image
-    side (px), workers, exclusions."""
+    side (px), workers, exclusions, the face check of every crop, and face detection in whole
+    photos (``detect_faces``)."""
 
     image_sizes: Annotated[list[ImageSize], Field(min_length=1)]
     max_pixels: Count
@@ -238,6 +260,7 @@ class Ingestion(_Group):
     exclude_files: list[str]
     conflicting_duplicates: Literal["keep_first", "drop"]
     face_check: FaceCheck
+    detect_faces: DetectFaces
 
 
 class External(_Group):
