@@ -539,6 +539,10 @@ def test_several_external_datasets_are_reported_side_by_side(protocol_project, u
         assert "| fairface | table, ages in ranges | 20 | 0 (0 / 0 / 0 / 0 / 0; drop) | scratch | 20 |" in text
         assert f"{100 * share:.2f} [" in text and "% inside the range" in text
 
+        # --params external_faces (the single form's entry) is refused, not silently ignored
+        with pytest.raises(DatasetError) as error:
+            run_kedro(project, "evaluate_external", {**TINY, "external_faces": str(folder)})
+        assert "--params external_faces points the single entry external_raw" in _one_line(error.value)
         # a listed name without a FaceSourceDataset entry: one line, before any node runs
         local.write_text(yaml.safe_dump({"external": {"overlap": "drop", "datasets": ["utk_copy", "nowhere"]}}))
         with pytest.raises(DatasetError) as error:

@@ -26,6 +26,10 @@ class RuntimeHooks:
     @hook_impl
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:
         external = check_external_datasets(pipeline, catalog)
+        if external and (run_params.get("runtime_params") or {}).get("external_faces"):
+            raise DatasetError(f"--params external_faces points the single entry external_raw, but external.datasets "
+                               f"lists {', '.join(external)}, so it would be ignored; add those faces as a catalog "
+                               f"entry to external.datasets, or set external.datasets: []")
         for name in (*RAW_INPUTS, *external):
             if name in pipeline.inputs() and not catalog.exists(name):
                 dataset = catalog.get(name)
