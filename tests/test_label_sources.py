@@ -349,6 +349,9 @@ def test_a_trained_model_is_evaluated_on_a_fairface_style_table(protocol_project
     held_out = _report(project, "test_metrics/scratch.json")
     assert result["held_out_test"]["scratch"]["age_mae"] == held_out["age_mae"]
     assert "| scratch | training dataset, held-out test split | 38 |" in text
+    # the single-dataset form writes the side-by-side report too, with its one dataset
+    side_by_side = _report(project, "external_report.json")["datasets"]
+    assert list(side_by_side) == ["external_raw"] and side_by_side["external_raw"]["unseen"] == result["unseen"]
 
 
 @pytest.mark.parametrize("form", ["csv_table", "afad_layout", "fairface_split_column"])
@@ -393,6 +396,17 @@ def test_other_label_forms_ingest_and_split_through_kedro(form, tmp_path, archiv
         inside = (predictions["age_pred"] >= predictions["age_low"]) & (predictions["age_pred"] < predictions["age_high"] + 1)
         assert scratch["n"] == 30 and scratch["age_in_range"]["n"] == 30
         assert scratch["age_in_range"]["age_in_range_share"] == pytest.approx(inside.mean(), abs=1e-4)
+        # model_comparison shows the share inside the range, not an MAE against midpoints
+        comparison = _report(project, "model_comparison.json")
+        row = next(r for r in comparison["models"] if r["model"] == "scratch")
+        assert row["age_labels"] == "ranges" and row["age_mae"] is None
+        assert row["age_in_range_share"] == scratch["age_in_range"]["age_in_range_share"]
+        assert row["age_midpoint_mae"] == scratch["age"]["mae"]
+        low, high = row["age_in_range_share_ci"]
+        text = saved(project / "data" / "08_reporting" / "model_comparison.md").read_text()
+        share = f"{100 * row['age_in_range_share']:.2f} [{100 * low:.2f}, {100 * high:.2f}] % inside the labelled range"
+        assert "| scratch | " in text and share in text and "no age MAE is given" in text
+        assert f"{scratch['age']['mae']:.3f}" not in text  # the midpoint MAE is not shown as an age MAE
     else:
         assert summary["counts"]["test"] == 20 and "predefined" not in summary
 
@@ -478,3 +492,61 @@ def test_label_values_are_read_strictly_and_never_raise():
     assert maps.code("gender", "f", (0, 1)) == 1 and maps.code("gender", "F", (0, 1)).kind == "unmapped_label"
     assert ValueMaps().code("gender", "1" * 5000, (0, 1)).kind == "unmapped_label"
     assert ValueMaps().code("gender", 1.0, (0, 1)) == 1
+
+
+def test_several_external_datasets_are_reported_side_by_side(protocol_project, utkface_archive, tmp_path):
+    """external.datasets lists two catalog entries (conf/local only): a UTKFace-named folder with
+    3 training faces in it, and a FairFace-style CSV with age ranges; one namespaced pipeline per
+    dataset, then external_report puts them side by side."""
+    import yaml
+
+    project, faces, protocol = protocol_project
+    trained = {data for _, data, _ in faces}
+    unseen = [(n.split("/")[-1], d, parse_utkface_name(n)) for n, d in unseen_archive_members(utkface_archive, 100)
+              if d not in trained][:40]
+    folder = tmp_path / "utk_copy"
+    folder.mkdir()
+    for name, data, _ in unseen[:20] + faces[:3]:  # 3 faces the model trained on, under their own names
+        (folder / name).write_bytes(data)
+    table = _fairface(tmp_path / "fairface", unseen[20:], split=False)
+    source = {"type": "age_gender.datasets.FaceSourceDataset"}
+    _catalog(project, {"utkface_raw": protocol, "utk_copy": {**source, "filepath": str(folder)},
+                       "fairface": {**source, "filepath": str(tmp_path / "fairface"), "labels": {
+                           **FAIRFACE_LABELS, "table": {"type": "pandas.CSVDataset", "filepath": str(table)}}}})
+    local = project / "conf" / "local" / "parameters_external.yml"
+    local.write_text(yaml.safe_dump({"external": {"overlap": "drop", "datasets": ["utk_copy", "fairface"]}}))
+    try:
+        run_kedro(project, "evaluate_external", TINY)
+        report = _report(project, "external_report.json")["datasets"]
+        assert list(report) == ["utk_copy", "fairface"]
+        utk, fair = report["utk_copy"], report["fairface"]
+        assert utk["n"] == 23 and utk["in_training_data"] == 3 and utk["label_form"] == "utkface_names"
+        assert fair["n"] == 20 and fair["in_training_data"] == 0 and fair["label_form"] == "table"
+        assert utk["unseen"]["scratch"]["n"] == 20 and utk["unseen"]["scratch"]["age_labels"] == "years"
+        assert fair["unseen"]["scratch"]["age_labels"] == "ranges" and "age_mae" not in fair["unseen"]["scratch"]
+        for name in ("utk_copy", "fairface"):  # each dataset's own outputs, the same numbers
+            own = _report(project, f"external/{name}/external_comparison.json")
+            assert own["unseen"] == report[name]["unseen"]
+            assert (project / "data" / "03_primary" / "external" / name / "face_manifest.parquet").is_file()
+        predictions = pd.read_parquet(project / "data" / "07_model_output" / "external" / "utk_copy" / "all_predictions.parquet")
+        mae = (predictions["age_pred"] - predictions["age"]).abs().mean()
+        assert utk["unseen"]["scratch"]["age_mae"] == pytest.approx(mae, abs=1e-3)
+        low, high = utk["unseen"]["scratch"]["age_mae_ci"]
+        assert low <= utk["unseen"]["scratch"]["age_mae"] <= high
+        text = (project / "data" / "08_reporting" / "external_report.md").read_text()
+        share = fair["unseen"]["scratch"]["age_in_range_share"]
+        assert "| utk_copy | utkface_names, ages in years | 23 | 3 (" in text and "| scratch | 20 |" in text
+        assert "| fairface | table, ages in ranges | 20 | 0 (0 / 0 / 0 / 0 / 0; drop) | scratch | 20 |" in text
+        assert f"{100 * share:.2f} [" in text and "% inside the range" in text
+
+        # --params external_faces (the single form's entry) is refused, not silently ignored
+        with pytest.raises(DatasetError) as error:
+            run_kedro(project, "evaluate_external", {**TINY, "external_faces": str(folder)})
+        assert "--params external_faces points the single entry external_raw" in _one_line(error.value)
+        # a listed name without a FaceSourceDataset entry: one line, before any node runs
+        local.write_text(yaml.safe_dump({"external": {"overlap": "drop", "datasets": ["utk_copy", "nowhere"]}}))
+        with pytest.raises(DatasetError) as error:
+            run_kedro(project, "evaluate_external", TINY)
+        assert "external.datasets lists 'nowhere', but the catalog has no FaceSourceDataset entry" in _one_line(error.value)
+    finally:
+        local.unlink()

@@ -222,3 +222,14 @@ def test_kedro_validates_a_node_annotated_with_a_schema_with_the_same_line(base)
     assert isinstance(validated["scratch_training"], ScratchTraining)
     with pytest.raises(ParameterValidationError, match="scratch_training.epochs must be an integer >= 1, got 'abc'"):
         validator.validate_raw_params(with_value(base, "scratch_training.epochs", "abc"))
+
+
+def test_external_datasets_are_catalog_names_each_listed_once():
+    from age_gender.params import ParameterError, validate_group
+
+    assert validate_group("external", {"overlap": "drop", "datasets": ["fairface", "utk_copy"]}).datasets == [
+        "fairface", "utk_copy"]
+    with pytest.raises(ParameterError, match="datasets lists fairface more than once"):
+        validate_group("external", {"overlap": "drop", "datasets": ["fairface", "fairface"]})
+    with pytest.raises(ParameterError, match=r"external\.datasets\[0\] must be a string made of letters"):
+        validate_group("external", {"overlap": "drop", "datasets": ["../x"]})

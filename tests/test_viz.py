@@ -30,4 +30,7 @@ def test_kedro_viz_build_exports_every_pipeline(kedro_project: Path):
     # the grid search shows its candidates by name, one namespaced pipeline each
     search = json.loads((kedro_project / "build" / "api" / "pipelines" / "scratch_search").read_text())
     assert {"scratch_search.cnn10", "scratch_search.cnn06"} <= set(search["modular_pipelines"])
+    # evaluate_external's side-by-side report (one or several external datasets)
+    external = json.loads((kedro_project / "build" / "api" / "pipelines" / "evaluate_external").read_text())
+    assert "external_report" in {n["name"] for n in external["nodes"]}
     assert (kedro_project / "build" / "index.html").exists()

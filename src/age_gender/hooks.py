@@ -25,12 +25,34 @@ RAW_INPUTS = ("utkface_raw", "external_raw", "photos_raw")
 class RuntimeHooks:
     @hook_impl
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:
-        for name in RAW_INPUTS:
+        external = check_external_datasets(pipeline, catalog)
+        if external and (run_params.get("runtime_params") or {}).get("external_faces"):
+            raise DatasetError(f"--params external_faces points the single entry external_raw, but external.datasets "
+                               f"lists {', '.join(external)}, so it would be ignored; add those faces as a catalog "
+                               f"entry to external.datasets, or set external.datasets: []")
+        for name in (*RAW_INPUTS, *external):
             if name in pipeline.inputs() and not catalog.exists(name):
                 dataset = catalog.get(name)
                 where = getattr(dataset, "_filepath", "?")
                 advice = getattr(dataset, "help", None) or DATA_HELP  # each raw input names its own setting
                 raise DatasetError(f"The run needs '{name}' but nothing is at '{where}'. {advice}")
+
+
+def check_external_datasets(pipeline: Any, catalog: Any) -> list[str]:
+    """The ``external.datasets`` entries this pipeline reads; each must be a ``FaceSourceDataset``
+    catalog entry, else ``DatasetError`` (one line naming the entry and where to define it)."""
+    from age_gender.datasets import FaceSourceDataset
+
+    names = ((catalog.load("parameters") or {}).get("external") or {}).get("datasets") or []
+    used = [n for n in names if isinstance(n, str) and n in pipeline.inputs()]
+    for name in used:
+        dataset = catalog.get(name)
+        if not isinstance(dataset, FaceSourceDataset):
+            raise DatasetError(f"external.datasets lists '{name}', but the catalog has no FaceSourceDataset "
+                               f"entry '{name}' (found {type(dataset).__name__ if dataset is not None else 'none'}); define it in "
+                               f"conf/local/catalog.yml (type: age_gender.datasets.FaceSourceDataset, "
+                               f"filepath: ..., see docs/datasets.md) or remove it from external.datasets")
+    return used
 
 
 class ParameterValidationHooks:

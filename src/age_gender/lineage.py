@@ -56,7 +56,8 @@ def short(identity: str | None) -> str:
 def ingestion_id(face_manifest: pd.DataFrame, image_sizes: list[int] | tuple[int, ...]) -> str:
     """The identity of one ingestion: sha256 (64 hex digits) over, row by row and in order, the
     manifest's ``file_name``, ``sha256`` (content hash), ``age``, ``gender`` and ``race`` (plus
-    ``given_split`` and ``age_low``/``age_high`` when the dataset gives a split or age ranges),
+    ``given_split`` and ``age_low``/``age_high`` when the dataset gives a split or age ranges,
+    ``face_crop`` when ingestion cut the faces out of whole photos),
     then the sorted cached ``image_sizes`` (px).
 
     Any change of the kept files, their bytes, their labels, their order, or of the cached sizes
@@ -73,6 +74,8 @@ def ingestion_id(face_manifest: pd.DataFrame, image_sizes: list[int] | tuple[int
         labels += [face_manifest[c].to_numpy(np.int64).astype(str) for c in ("age_low", "age_high")]
     if "given_split" in face_manifest and (face_manifest["given_split"].astype(str) != "").any():
         columns.append(face_manifest["given_split"].astype(str).to_numpy())
+    if "face_crop" in face_manifest:  # whole photos cut by ingestion.detect_faces: where each face was cut
+        columns.append(face_manifest["face_crop"].astype(str).to_numpy())
     for row in zip(*columns, *labels):
         digest.update(("\t".join(row) + "\n").encode("utf-8"))
     digest.update(("sizes:" + ",".join(str(int(s)) for s in sorted(image_sizes))).encode())

@@ -193,3 +193,18 @@ def paired_difference(first: pd.DataFrame, second: pd.DataFrame, setting: Bootst
             "gender_accuracy_ci": interval(accuracy, setting),
             "age_mae": round(float(mae.mean()), 3),
             "age_mae_ci": interval(mae, setting, 3)}
+
+
+def paired_in_range_difference(first: pd.DataFrame, second: pd.DataFrame, setting: Bootstrap) -> dict[str, Any]:
+    """``first`` minus ``second`` on the same range-labelled faces: the share of predicted ages
+    inside the labelled range (``in_age_range``; a fraction, so +0.05 = 5 points) with its
+    paired bootstrap interval. Rows matched as in ``paired_difference``; raises ValueError when
+    the two tables do not hold the same faces."""
+    key = "cache_index" if "cache_index" in first and "cache_index" in second else "file_name"
+    a, b = first.sort_values(key, kind="stable"), second.sort_values(key, kind="stable")
+    if len(a) != len(b) or not np.array_equal(a[key].to_numpy(), b[key].to_numpy()):
+        raise ValueError(f"The two models were scored on different faces ({len(a)} vs {len(b)} rows): "
+                         "a paired difference needs the same test rows; rerun evaluation for both models.")
+    difference = in_age_range(a) - in_age_range(b)
+    return {"age_in_range_share": round(float(difference.mean()), 4),
+            "age_in_range_share_ci": interval(difference, setting)}

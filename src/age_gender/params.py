@@ -228,9 +228,31 @@ class FaceCheck(_Group):
     min_neighbors: NonNegativeInt
 
 
+class DetectFaces(_Group):
+    """``ingestion.detect_faces``: for datasets of whole photos (one face each), find the face and
+    cut it as ``predict`` does before it enters the cache (off: images are taken as crops). The
+    detector and its settings mean what they mean under ``predict`` (px, shares, confidences)."""
+
+    enabled: bool
+    detector: Literal["mtcnn", "haar"]
+    min_face: Annotated[int, Field(ge=12)]
+    min_neighbors: NonNegativeInt
+    thresholds: Annotated[list[Annotated[float, Field(gt=0, lt=1)]], Field(min_length=3, max_length=3)]
+    margin: Annotated[float, Field(gt=-0.5, le=2)]
+    detect_max_side: Annotated[int, Field(ge=64)]
+
+    @model_validator(mode="after")
+    def _faces_fit(self):
+        if self.min_face > self.detect_max_side:
+            raise ValueError(f"min_face ({self.min_face} px) must not exceed detect_max_side "
+                             f"({self.detect_max_side} px): no face could ever be found")
+        return self
+
+
 class Ingestion(_Group):
     """``ingestion``: cache sizes (px), decompression-bomb cap (pixels), smallest accepted image
-    side (px), workers, exclusions."""
+    side (px), workers, exclusions, the face check of every crop, and face detection in whole
+    photos (``detect_faces``)."""
 
     image_sizes: Annotated[list[ImageSize], Field(min_length=1)]
     max_pixels: Count
@@ -239,13 +261,25 @@ class Ingestion(_Group):
     exclude_files: list[str]
     conflicting_duplicates: Literal["keep_first", "drop"]
     face_check: FaceCheck
+    detect_faces: DetectFaces
 
 
 class External(_Group):
     """``external``: what ``evaluate_external`` does with external images whose bytes are in the
-    training data (``drop``: not scored; ``score_apart``: scored in a section of their own)."""
+    training data (``drop``: not scored; ``score_apart``: scored in a section of their own), and
+    which datasets it evaluates on: ``datasets`` lists catalog entries (``FaceSourceDataset``), each
+    scored by a namespaced pipeline ``external.<name>``; empty: the single entry ``external_raw``
+    under ``external``."""
 
     overlap: Literal["drop", "score_apart"]
+    datasets: list[CandidateName]
+
+    @model_validator(mode="after")
+    def _each_once(self):
+        twice = sorted({n for n in self.datasets if self.datasets.count(n) > 1})
+        if twice:
+            raise ValueError(f"datasets lists {', '.join(twice)} more than once; list each catalog entry once")
+        return self
 
 
 class Predict(_Group):

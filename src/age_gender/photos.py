@@ -274,3 +274,47 @@ def annotate(photo: np.ndarray, rows: Sequence[dict[str, Any]]):
         draw.text((x, max(0, y - 12)), f"{row['age']:.0f} {row['gender']} ({row['gender_prob']:.2f})",
                   fill=(255, 40, 40))
     return image
+
+
+#: Ingestion's reasons for a whole photo it cannot turn into one face crop (``detect_faces``).
+NO_FACE, SEVERAL_FACES = "no_face_found", "several_faces"
+
+
+def iter_face_crops(blobs: Sequence[bytes], sizes: Sequence[int], max_pixels: int, min_side: int,
+                    settings: DetectSettings, batch_size: int = 16) -> Iterator[tuple[Any, str]]:
+    """Ingestion of whole photos (one face each): every photo is decoded as ``decode_photo``
+    decodes, searched by the detector and cut exactly as ``predict`` cuts faces
+    (``detection.detect_resized`` then ``detection.crop_face`` with ``settings.margin``: eye-aligned
+    with MTCNN, the measured UTKFace framing), at each of ``sizes`` (px).
+
+    Yields, in order, one ``(faces.DecodedImage, framing)`` per blob: ``arrays`` = ``{size: uint8
+    (size, size, 3)}`` and ``framing`` = ``"<detector> cx=.. cy=.. side=.. angle=.. margin=.."`` (px,
+    degrees, in the full photo) when exactly one face is found; otherwise ``arrays`` None, ``framing``
+    "" and ``reason`` the decoding's (``unreadable_image``, ``too_small`` under ``min_side`` px ...),
+    ``no_face_found`` or ``several_faces`` (none is picked: which face the labels describe cannot be
+    known), with a detail line. ``batch_size`` photos are held decoded at once."""
+    from age_gender.detection import crop_face, detect_resized, make_detector, utkface_framing
+    from age_gender.faces import DecodedImage, _open_rgb
+
+    detector = make_detector(settings.detector, settings.min_face, settings.min_neighbors, settings.thresholds)
+    for start in range(0, len(blobs), batch_size):
+        opened = [_open_rgb(data, max_pixels, min_side, None) for data in blobs[start:start + batch_size]]
+        photos = {i: np.asarray(image, dtype=np.uint8) for i, (image, _) in enumerate(opened) if image is not None}
+        found = dict(zip(photos, detect_resized(detector, list(photos.values()), settings.detect_max_side)))
+        for i, (image, decoded) in enumerate(opened):
+            if image is None:
+                yield decoded, ""
+                continue
+            faces, size = found[i], f"{decoded.width}x{decoded.height}"
+            if len(faces) != 1:
+                reason = NO_FACE if not faces else SEVERAL_FACES
+                detail = (f"{settings.detector} found no face in the {size} photo" if not faces else
+                          f"{settings.detector} found {len(faces)} faces in the {size} photo; one face per "
+                          f"photo is expected and none is picked")
+                yield DecodedImage(None, reason, detail, decoded.width, decoded.height, decoded.mode), ""
+                continue
+            framing = utkface_framing(faces[0], settings.margin)
+            arrays = {int(s): crop_face(photos[i], faces[0], int(s), settings.margin) for s in sizes}
+            yield (DecodedImage(arrays, None, "", decoded.width, decoded.height, decoded.mode),
+                   f"{settings.detector} cx={framing.cx:.1f} cy={framing.cy:.1f} side={framing.side:.1f} "
+                   f"angle={np.degrees(framing.angle):.1f} margin={settings.margin:g}")

@@ -38,6 +38,39 @@ def test_comparison_without_intervals_or_pairs_still_renders():
     assert "| scratch | 50.00 | 9.000 | 60 |" in markdown
 
 
+def test_range_labelled_test_data_shows_the_share_inside_the_range_not_an_age_mae():
+    """FairFace-style ranges: the headline, the paired difference and the comparison table give
+    the share of predictions inside the range with its interval; the midpoint MAE is named so."""
+    import pandas as pd
+
+    from age_gender.pipelines.evaluation.nodes import compute_metrics, headlines, paired_differences
+
+    rows = pd.DataFrame({"cache_index": range(8), "file_name": [f"{i}.jpg" for i in range(8)],
+                         "age": [24] * 4 + [34] * 4, "age_low": [20] * 4 + [30] * 4,
+                         "age_high": [29] * 4 + [39] * 4, "gender": [0, 1] * 4, "race": [0] * 8,
+                         "female_prob": [0.2, 0.8] * 4, "gender_pred": [0, 1] * 4})
+    predictions = pd.concat([rows.assign(model="scratch", age_pred=[21.0, 29.5, 31, 40, 30, 35, 40.0, 50]),
+                             rows.assign(model="transfer", age_pred=[25.0] * 4 + [35.0] * 4)])
+    evaluation = {"bootstrap": {"resamples": 200, "confidence": 0.95, "seed": 0}}
+    metrics = compute_metrics(predictions, evaluation)
+    heads = headlines(metrics, scratch=None, transfer=None)
+    assert heads["scratch"]["age_in_range_share"] == 0.5 and heads["transfer"]["age_in_range_share"] == 1.0
+    assert heads["scratch"]["age_labels"] == "ranges"
+    paired = paired_differences(predictions, evaluation)
+    (difference,) = paired
+    assert difference["age_in_range_share"] == 0.5 and "age_mae" not in difference
+    assert difference["age_midpoint_mae"] == round(metrics["transfer"]["age"]["mae"] - metrics["scratch"]["age"]["mae"], 3)
+    table, markdown, figure = comparison(heads, paired)
+    scratch = next(r for r in table["models"] if r["model"] == "scratch")
+    low, high = scratch["age_in_range_share_ci"]
+    assert scratch["age_mae"] is None and scratch["age_midpoint_mae"] == metrics["scratch"]["age"]["mae"]
+    assert f"| scratch | 100.00 [100.00, 100.00] | 50.00 [{100 * low:.2f}, {100 * high:.2f}] % inside the labelled range | 8 |" in markdown
+    assert "| study_cnn10 | 90.98 | MAE 5.949 years | 499 |" in markdown
+    assert "share inside the labelled age range +50.00 points" in markdown and "no age MAE is given" in markdown
+    assert f"{metrics['scratch']['age']['mae']:.3f}" not in markdown
+    assert figure.axes[1].get_title().startswith("share of ages inside")
+
+
 def test_training_hooks_remember_every_fit_out_of_time_and_warn_once_at_the_end(caplog):
     hooks = TrainingHooks()
     hooks.before_pipeline_run({}, type("P", (), {"inputs": lambda self: set()})(), None)

@@ -109,6 +109,13 @@ def _score(part: pd.DataFrame, setting: Bootstrap | None) -> dict[str, Any]:
     return values
 
 
+def _age_cell(v: Mapping[str, Any]) -> str:
+    """The age column of a score: the share inside the labelled range, or the MAE in years."""
+    if v.get("age_labels") == "ranges":
+        return f"{_pct(v['age_in_range_share'], v.get('age_in_range_share_ci'))} % inside the range"
+    return f"MAE {_years(v['age_mae'], v.get('age_mae_ci'))} years"
+
+
 def _held_out(name: str, headline: Mapping[str, Any] | None, info: Mapping[str, Any] | None) -> dict | None:
     """The model's held-out UTKFace test headline (``test_metrics/{model}.json``) when it was
     written for this very training run (same training info: split id, seconds, epochs ...)."""
@@ -116,7 +123,11 @@ def _held_out(name: str, headline: Mapping[str, Any] | None, info: Mapping[str, 
         return None
     if any(headline.get(k) != v for k, v in info.items() if k != "model"):
         return None  # evaluation ran on an earlier training of this model: not shown
-    return {k: headline.get(k) for k in ("n", "gender_accuracy", "gender_accuracy_ci", "age_mae", "age_mae_ci")}
+    if headline.get("age_labels") == "ranges":  # a range-labelled training dataset: no age MAE to show
+        return {"age_labels": "ranges", **{k: headline.get(k) for k in (
+            "n", "gender_accuracy", "gender_accuracy_ci", "age_in_range_share", "age_in_range_share_ci")}}
+    return {"age_labels": "years", **{k: headline.get(k) for k in (
+        "n", "gender_accuracy", "gender_accuracy_ci", "age_mae", "age_mae_ci")}}
 
 
 def external_comparison(all_predictions: pd.DataFrame, overlap_report: Mapping[str, Any],
@@ -169,14 +180,11 @@ def external_comparison(all_predictions: pd.DataFrame, overlap_report: Mapping[s
                   "| model | dataset | n | gender accuracy (%) [95 % CI] | age |", "| --- | --- | --- | --- | --- |"]
         for name, ref in reference.items():
             lines.append(f"| {name} | training dataset, held-out test split | {ref['n']} | "
-                         f"{_pct(ref['gender_accuracy'], ref['gender_accuracy_ci'])} | "
-                         f"MAE {_years(ref['age_mae'], ref['age_mae_ci'])} years |")
+                         f"{_pct(ref['gender_accuracy'], ref['gender_accuracy_ci'])} | {_age_cell(ref)} |")
             v = sections["unseen"].get(name)
             if v:
-                age = (f"{_pct(v['age_in_range_share'], v['age_in_range_share_ci'])} % inside the range"
-                       if v["age_labels"] == "ranges" else f"MAE {_years(v['age_mae'], v['age_mae_ci'])} years")
                 lines.append(f"| {name} | this external dataset, unseen images | {v['n']} | "
-                             f"{_pct(v['gender_accuracy'], v['gender_accuracy_ci'])} | {age} |")
+                             f"{_pct(v['gender_accuracy'], v['gender_accuracy_ci'])} | {_age_cell(v)} |")
         lines.append("")
     if any(v["age_labels"] == "ranges" for s in sections.values() for v in s.values()):
         lines.append("This dataset labels ages as ranges, so no age MAE is given (against a range's midpoint it "
@@ -186,3 +194,60 @@ def external_comparison(all_predictions: pd.DataFrame, overlap_report: Mapping[s
     lines.append("Intervals: 95 % percentile bootstrap over the images." if setting else "No intervals "
                  "(evaluation.bootstrap.resamples: 0).")
     return {"overlap": dict(overlap_report), **sections, "held_out_test": reference}, "\n".join(lines) + "\n"
+
+
+def external_report(**results: Mapping[str, Any]) -> tuple[dict[str, Any], str]:
+    """Every external dataset side by side. ``results``: per dataset (the catalog entry's name)
+    its ``external_comparison`` JSON, and under ``<name>__ingestion`` its ingestion report.
+
+    Returns (JSON, Markdown). Per dataset: the source and label form, ``n`` (kept external images),
+    how many have the same bytes as a training face (per training split), the overlap policy, and
+    per model ``n`` scored, gender accuracy (fraction) and the age measure with its kind
+    (``age_labels``: ``years`` = MAE in years, ``ranges`` = share of predictions inside the
+    labelled range), each with its 95 % bootstrap interval (None when switched off)."""
+    datasets: dict[str, Any] = {}
+    for name, result in results.items():
+        if name.endswith("__ingestion"):
+            continue
+        ingestion = results.get(f"{name}__ingestion") or {}
+        overlap = result["overlap"]
+        datasets[name] = {
+            "source": ingestion.get("source"),
+            "label_form": (ingestion.get("label_source") or {}).get("form", "utkface_names"),
+            "n": overlap["external_images"],
+            "files_seen": ingestion.get("files_seen"),
+            "in_training_data": overlap["in_training_data"],
+            "in_training_data_by_split": overlap["in_training_data_by_split"],
+            "overlap_policy": overlap["policy"],
+            "unseen": result.get("unseen", {}),
+            "in_training_data_scores": result.get("in_training_data", {}),
+        }
+    lines = ["# Models on external datasets, side by side", "",
+             "Each dataset was ingested like the training data and compared by content (sha256 of the file "
+             "bytes) with the training data's faces. The scores are on each dataset's images that the training "
+             "data does not hold, NOT on the held-out UTKFace test split; the age column is an MAE in years "
+             "where the dataset labels whole years, and the share of predicted ages inside the labelled range "
+             "(age_low <= predicted < age_high + 1) where it labels ranges (no MAE against midpoints).", "",
+             "| dataset | labels | kept images | also in training data (train / val1 / val2 / test / unused) | "
+             "model | n scored | gender accuracy (%) [95 % CI] | age [95 % CI] |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for name, d in datasets.items():
+        by = d["in_training_data_by_split"]
+        overlap = (f"{d['in_training_data']} ({by['train']} / {by['val1']} / {by['val2']} / {by['test']} / "
+                   f"{by['unused']}; {d['overlap_policy']})")
+        scores = d["unseen"] or {"(none)": None}
+        for model, v in scores.items():
+            if v is None:
+                lines.append(f"| {name} | {d['label_form']} | {d['n']} | {overlap} | - | 0 | - | - |")
+                continue
+            kind = "ranges" if v["age_labels"] == "ranges" else "years"
+            lines.append(f"| {name} | {d['label_form']}, ages in {kind} | {d['n']} | {overlap} | {model} | {v['n']} | "
+                         f"{_pct(v['gender_accuracy'], v.get('gender_accuracy_ci'))} | {_age_cell(v)} |")
+    lines.append("")
+    for name, d in datasets.items():
+        if d["in_training_data_scores"]:
+            lines.append(f"{name}: the images also in the training data are scored apart in its own "
+                         f"external_comparison.md (external.overlap: score_apart); they are not a test of "
+                         f"generalisation.")
+    lines.append("Sources: " + "; ".join(f"{name} = {d['source']}" for name, d in datasets.items()) + ".")
+    return {"datasets": datasets}, "\n".join(lines) + "\n"

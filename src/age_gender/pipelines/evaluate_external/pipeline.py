@@ -1,22 +1,40 @@
 """The ingestion pipeline (same cleaning, same report, any label source), an overlap check
-against the training data, and the evaluation's judging nodes, reused under the ``external``
-namespace: every output gets an ``external.`` name of its own. The evaluation's comparison with
-the study is replaced by ``external_comparison``, whose text says what the numbers are."""
+against the training data, and the evaluation's judging nodes, reused under an ``external``
+namespace per external dataset: every output gets a name of its own. The evaluation's comparison
+with the study is replaced by ``external_comparison``, whose text says what the numbers are.
+
+Which datasets: ``external.datasets`` (parameters), a list of catalog entries, read when the
+pipeline is created (Kedro's dynamic-pipelines pattern, as ``scratch_search``): one modular
+pipeline ``external.<name>`` per entry (outputs ``external.<name>.*``, in ``data/*/external/<name>/``).
+Empty (the default): the one entry ``external_raw`` under the namespace ``external``. Either way
+``external_report`` (JSON + Markdown) puts every dataset's results side by side.
+"""
 
 from kedro.pipeline import Pipeline, node
 
 from age_gender.pipelines.evaluation.pipeline import MODELS, judging_nodes, model_inputs
 from age_gender.pipelines.ingestion import create_pipeline as ingestion_pipeline
+from age_gender.project_config import parameters
 
-from .nodes import external_comparison, find_overlap, predict_all_faces, unseen_predictions
+from .nodes import (
+    external_comparison,
+    external_report,
+    find_overlap,
+    predict_all_faces,
+    unseen_predictions,
+)
 
 SHARED = tuple(f"{name}_{suffix}" for name in MODELS for suffix in ("model", "training_info", "held_out_headline"))
 # the training data the external images are compared with (not namespaced)
 TRAINING = {"training_manifest": "face_manifest", "training_cache": "face_cache",
             "training_splits": "face_splits"}
+#: The raw input of the single-dataset form (``external.datasets: []``).
+SINGLE_SOURCE = "external_raw"
 
 
-def create_pipeline(**kwargs) -> Pipeline:
+def dataset_pipeline(namespace: str, source: str) -> Pipeline:
+    """Ingestion, overlap check, predictions and judging of the catalog entry ``source`` (a
+    ``FaceSourceDataset``), every output named ``<namespace>.<output>``."""
     overlap = node(find_overlap, ["face_manifest", "training_manifest", "training_cache", "training_splits",
                                   "params:external"], ["scored_rows", "overlap_report"], name="find_overlap")
     predict = node(predict_all_faces,
@@ -33,8 +51,25 @@ def create_pipeline(**kwargs) -> Pipeline:
     inner = Pipeline([ingestion_pipeline(), overlap, predict, unseen, compare, *judging])
     return Pipeline(
         inner,
-        namespace="external",
-        inputs={"utkface_raw": "external_raw", **TRAINING, **{name: name for name in SHARED}},
+        namespace=namespace,
+        inputs={"utkface_raw": source, **TRAINING, **{name: name for name in SHARED}},
         parameters={"params:ingestion": "params:ingestion", "params:inference": "params:inference",
                     "params:evaluation": "params:evaluation", "params:external": "params:external"},
     )
+
+
+def external_datasets() -> dict[str, str]:
+    """Namespace -> catalog entry of every external dataset of this run's parameters."""
+    names = (parameters().get("external") or {}).get("datasets") or []
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        names = []  # the parameter validation says why before any node runs
+    return {f"external.{name}": name for name in dict.fromkeys(names)} or {"external": SINGLE_SOURCE}
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    datasets = external_datasets()
+    report = node(external_report,
+                  {**{f"{source}": f"{namespace}.external_comparison" for namespace, source in datasets.items()},
+                   **{f"{source}__ingestion": f"{namespace}.ingestion_report" for namespace, source in datasets.items()}},
+                  ["external_report", "external_report_markdown"], name="external_report")
+    return sum((dataset_pipeline(ns, source) for ns, source in datasets.items()), Pipeline([])) + Pipeline([report])

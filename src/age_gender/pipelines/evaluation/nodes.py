@@ -15,7 +15,13 @@ import numpy as np
 import pandas as pd
 
 from age_gender.faces import GENDERS
-from age_gender.metrics import Bootstrap, headline, model_metrics, paired_difference
+from age_gender.metrics import (
+    Bootstrap,
+    headline,
+    model_metrics,
+    paired_difference,
+    paired_in_range_difference,
+)
 from age_gender.reporting import STUDY_RESULTS, predict_models
 from age_gender.training import cached_images, select_split
 
@@ -55,16 +61,42 @@ def paired_differences(predictions: pd.DataFrame, evaluation: Mapping[str, Any] 
     names = list(parts)
     if setting is None:
         return []
-    return [{"first": first, "second": second, **paired_difference(parts[first], parts[second], setting)}
-            for i, second in enumerate(names) for first in names[i + 1:]]
+    ranges = _age_ranges(predictions)
+    differences = []
+    for i, second in enumerate(names):
+        for first in names[i + 1:]:
+            values = paired_difference(parts[first], parts[second], setting)
+            if ranges:  # the MAE is against range midpoints: named so, and the in-range share added
+                values = {("age_midpoint_mae" + k[len("age_mae"):] if k.startswith("age_mae") else k): v
+                          for k, v in values.items()}
+                values.update(age_labels="ranges", **paired_in_range_difference(parts[first], parts[second], setting))
+            differences.append({"first": first, "second": second, **values})
+    return differences
+
+
+def _age_ranges(predictions: pd.DataFrame) -> bool:
+    """Does the dataset label (some) ages as ranges (``age_low`` < ``age_high``)?"""
+    return "age_low" in predictions and bool((predictions["age_low"] != predictions["age_high"]).any())
 
 
 def headlines(metrics: Mapping[str, Any], **training_info: Mapping[str, Any] | None) -> dict[str, dict[str, Any]]:
     """Per evaluated model: gender accuracy, age MAE, n (``metrics.headline``) with how it trained
     (``{model}_training_info``), saved as ``test_metrics/{model}.json``."""
-    return {name: {"model": name, **headline(values), **{k: v for k, v in (training_info.get(name) or {}).items()
-                                                          if k != "model"}}
+    return {name: {"model": name, **headline(values), **_range_headline(values),
+                   **{k: v for k, v in (training_info.get(name) or {}).items() if k != "model"}}
             for name, values in metrics.items()}
+
+
+def _range_headline(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """For a dataset labelling ages as ranges: ``age_labels: ranges``, the share of predictions
+    inside the range (fraction) and its interval; ``age_mae`` is then against the midpoints
+    (``age_mae_against``). Empty for whole-year labels."""
+    ranged = metrics.get("age_in_range")
+    if not ranged:
+        return {}
+    return {"age_labels": "ranges", "age_mae_against": "range midpoints (not an age MAE)",
+            "age_in_range_share": ranged["age_in_range_share"],
+            "age_in_range_share_ci": ranged.get("age_in_range_share_ci")}
 
 
 def _with_interval(value: float, ci: list[float] | None, scale: float, digits: int, unit: str = "",
@@ -79,36 +111,69 @@ def _with_interval(value: float, ci: list[float] | None, scale: float, digits: i
 def comparison(test_metrics: Mapping[str, Any], paired: list[Mapping[str, Any]] | None = None
                ) -> tuple[dict[str, Any], str, plt.Figure]:
     """All models side by side with the study's published numbers (JSON, Markdown, plot with 95 %
-    interval error bars), and the paired differences between this project's models."""
+    interval error bars), and the paired differences between this project's models.
+
+    Where the test data labels ages as ranges (a headline with ``age_labels: ranges``), a model's
+    age column is the share of its predictions inside the labelled range (%, with its interval),
+    never an "age MAE": the MAE against the range midpoints is kept in the JSON as
+    ``age_midpoint_mae`` only, and the text says so."""
     rows = []
     for name, values in test_metrics.items():
         value = values() if callable(values) else values
-        rows.append({"model": name, "gender_accuracy": value["gender_accuracy"],
-                     "gender_accuracy_ci": value.get("gender_accuracy_ci"), "age_mae": value["age_mae"],
-                     "age_mae_ci": value.get("age_mae_ci"), "n": value["n"],
-                     "train_seconds": value.get("train_seconds"), "pretrained": value.get("pretrained"),
-                     "out_of_time": value.get("out_of_time"),
-                     "source": f"this project, {name}" + (f" ({value['backbone']})" if value.get("backbone") else "")})
+        ranged = value.get("age_labels") == "ranges"
+        row = {"model": name, "gender_accuracy": value["gender_accuracy"],
+               "gender_accuracy_ci": value.get("gender_accuracy_ci"), "age_labels": "ranges" if ranged else "years",
+               "age_mae": None if ranged else value["age_mae"],
+               "age_mae_ci": None if ranged else value.get("age_mae_ci"), "n": value["n"],
+               "train_seconds": value.get("train_seconds"), "pretrained": value.get("pretrained"),
+               "out_of_time": value.get("out_of_time"),
+               "source": f"this project, {name}" + (f" ({value['backbone']})" if value.get("backbone") else "")}
+        if ranged:
+            row.update(age_in_range_share=value["age_in_range_share"],
+                       age_in_range_share_ci=value.get("age_in_range_share_ci"),
+                       age_midpoint_mae=value["age_mae"], age_midpoint_mae_ci=value.get("age_mae_ci"))
+        rows.append(row)
+    ranges = any(r["age_labels"] == "ranges" for r in rows)
     for name, values in STUDY_RESULTS.items():
         rows.append({"model": name, "gender_accuracy": values["gender_accuracy"], "gender_accuracy_ci": None,
-                     "age_mae": values["age_mae"], "age_mae_ci": None, "n": 499, "train_seconds": None,
-                     "pretrained": None, "out_of_time": None, "source": values["source"]})
-    lines = ["| model | gender accuracy (%) [95 % CI] | age MAE (years) [95 % CI] | n | source |",
+                     "age_labels": "years", "age_mae": values["age_mae"], "age_mae_ci": None, "n": 499,
+                     "train_seconds": None, "pretrained": None, "out_of_time": None, "source": values["source"]})
+
+    def age_cell(r: Mapping[str, Any]) -> str:
+        if r["age_labels"] == "ranges":
+            return (f"{_with_interval(r['age_in_range_share'], r['age_in_range_share_ci'], 100, 2)} % "
+                    "inside the labelled range")
+        text = _with_interval(r["age_mae"], r["age_mae_ci"], 1, 3)
+        return f"MAE {text} years" if ranges else text
+
+    age_header = ("age: MAE (years) or, for range labels, % of predictions inside the range [95 % CI]"
+                  if ranges else "age MAE (years) [95 % CI]")
+    lines = [f"| model | gender accuracy (%) [95 % CI] | {age_header} | n | source |",
              "| --- | --- | --- | --- | --- |"]
     lines += [f"| {r['model']}{' (stopped by its time budget)' if r['out_of_time'] else ''} "
               f"| {_with_interval(r['gender_accuracy'], r['gender_accuracy_ci'], 100, 2)} "
-              f"| {_with_interval(r['age_mae'], r['age_mae_ci'], 1, 3)} | {r['n']} | {r['source']} |"
+              f"| {age_cell(r)} | {r['n']} | {r['source']} |"
               for r in rows]
     markdown = "\n".join(lines) + "\n\nStudy numbers are on its own 499-image validation split; this " \
         "project's are on its held-out test split (n above), drawn first and never trained or early-stopped on. " \
         "Intervals: 95 % percentile bootstrap over the test rows.\n"
+    if ranges:
+        markdown += ("\nThis test data labels ages as ranges, so no age MAE is given for this project's models: "
+                     "the age column is the share of predictions with age_low <= predicted age < age_high + 1 "
+                     "(evaluation_metrics.json: age_in_range). An MAE against the range midpoints would partly "
+                     "measure the width of the ranges; it is kept in model_comparison.json as age_midpoint_mae "
+                     "only. The study's MAE is on UTKFace's whole-year ages and is not comparable.\n")
     paired = list(paired or [])
     if paired:
         markdown += "\nPaired differences on the same test rows (one resampling for both models):\n\n"
         markdown += "".join(
             f"- {d['first']} - {d['second']}: gender accuracy "
             f"{_with_interval(d['gender_accuracy'], d['gender_accuracy_ci'], 100, 2, ' points', True)}, "
-            f"age MAE {_with_interval(d['age_mae'], d['age_mae_ci'], 1, 3, ' years', True)} (n {d['n']})\n"
+            + (f"share inside the labelled age range "
+               f"{_with_interval(d['age_in_range_share'], d['age_in_range_share_ci'], 100, 2, ' points', True)}"
+               if d.get("age_labels") == "ranges" else
+               f"age MAE {_with_interval(d['age_mae'], d['age_mae_ci'], 1, 3, ' years', True)}")
+            + f" (n {d['n']})\n"
             for d in paired)
     late = [r["model"] for r in rows if r["out_of_time"]]
     if late:
@@ -119,12 +184,18 @@ def comparison(test_metrics: Mapping[str, Any], paired: list[Mapping[str, Any]] 
 
 def _comparison_plot(rows: list[dict[str, Any]]) -> plt.Figure:
     figure, axes = plt.subplots(1, 2, figsize=(10, 4))
-    names = [r["model"] for r in rows]
-    colors = ["tab:blue" if not n.startswith("study") else "tab:gray" for n in names]
-    for axis, key, title in ((axes[0], "gender_accuracy", "gender accuracy (higher is better)"),
-                             (axes[1], "age_mae", "age MAE, years (lower is better)")):
-        values = np.array([r[key] for r in rows], dtype=float)
-        cis = [r[f"{key}_ci"] or [r[key], r[key]] for r in rows]
+    ranges = any(r["age_labels"] == "ranges" for r in rows)
+    panels = [(axes[0], "gender_accuracy", "gender accuracy (higher is better)", rows)]
+    if ranges:  # the age panel shows what the table shows: the in-range share (no study number)
+        panels.append((axes[1], "age_in_range_share", "share of ages inside the labelled range (higher is better)",
+                       [r for r in rows if r["age_labels"] == "ranges"]))
+    else:
+        panels.append((axes[1], "age_mae", "age MAE, years (lower is better)", rows))
+    for axis, key, title, shown in panels:
+        names = [r["model"] for r in shown]
+        colors = ["tab:blue" if not n.startswith("study") else "tab:gray" for n in names]
+        values = np.array([r[key] for r in shown], dtype=float)
+        cis = [r[f"{key}_ci"] or [r[key], r[key]] for r in shown]
         errors = np.array([[v - ci[0] for v, ci in zip(values, cis)], [ci[1] - v for v, ci in zip(values, cis)]])
         axis.barh(names, values, color=colors, xerr=errors, capsize=4)
         axis.set_title(title)

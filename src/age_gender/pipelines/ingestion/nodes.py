@@ -19,6 +19,7 @@ import pandas as pd  # noqa: E402
 from age_gender.datasets import FaceSource  # noqa: E402
 from age_gender.faces import GENDERS, crops_with_faces, iter_decoded  # noqa: E402
 from age_gender.labels import Label  # noqa: E402
+from age_gender.photos import NO_FACE, SEVERAL_FACES, DetectSettings, iter_face_crops  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +49,14 @@ def _min_side(params: dict[str, Any]) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"ingestion.min_side must be a whole number of pixels >= 1, got {value!r}")
     return value
+
+
+def _detect_settings(params: dict[str, Any]) -> DetectSettings | None:
+    """``ingestion.detect_faces`` as predict's ``DetectSettings``; None when off (the default)."""
+    detect = params.get("detect_faces") or {}
+    if not detect.get("enabled", False):
+        return None
+    return DetectSettings.from_params(detect)
 
 
 class NoUsableFaces(ValueError):
@@ -143,11 +152,16 @@ def decode_faces(face_source: FaceSource, params: dict[str, Any]) -> tuple[pd.Da
 
     # Each decoded image goes straight into preallocated arrays (row i = manifest row i): the
     # per-image arrays are never all held at once next to a stacked copy.
-    decoded = iter_decoded([u[1] for u in unique], sizes, int(params["max_pixels"]),
-                           workers=_workers(params.get("workers")), min_side=min_side)
+    detect = _detect_settings(params)
+    if detect is None:
+        decoded = ((result, "") for result in iter_decoded(
+            [u[1] for u in unique], sizes, int(params["max_pixels"]), workers=_workers(params.get("workers")),
+            min_side=min_side))
+    else:  # whole photos: the face is found and cut as predict cuts it (age_gender.photos)
+        decoded = iter_face_crops([u[1] for u in unique], sizes, int(params["max_pixels"]), min_side, detect)
     buffers = {size: np.empty((len(unique), size, size, 3), np.uint8) for size in sizes}
     rows = []
-    for (member, _, label, digest), result in zip(unique, decoded):
+    for (member, _, label, digest), (result, framing) in zip(unique, decoded):
         if result.arrays is None:
             set_aside[result.reason].append(member)
             details[member] = result.detail
@@ -158,13 +172,14 @@ def decode_faces(face_source: FaceSource, params: dict[str, Any]) -> tuple[pd.Da
                      "age_low": label.age_low, "age_high": label.age_high, "gender": label.gender,
                      "race": label.race, "given_split": label.split, "timestamp": label.timestamp,
                      "width": result.width, "height": result.height, "mode": result.mode,
-                     "sha256": digest})
+                     "sha256": digest, **({"face_crop": framing} if detect else {})})
     if not rows:
         raise _no_faces(face_source.origin, getattr(face_source, "help", ""),
                         {k: len(v) for k, v in set_aside.items()})
-    manifest = pd.DataFrame(rows, columns=MANIFEST_COLUMNS[:-1])
+    manifest = pd.DataFrame(rows, columns=MANIFEST_COLUMNS[:-1] + (["face_crop"] if detect else []))
     images = {size: buffer[: len(rows)] for size, buffer in buffers.items()}
-    converted = manifest[(manifest["mode"] != "RGB") | (manifest["width"] != manifest["height"])]
+    # photos cut by the detector are not centre-cropped: only their mode conversion is reported
+    converted = manifest[(manifest["mode"] != "RGB") | ((manifest["width"] != manifest["height"]) & (detect is None))]
     findings = {
         "source": face_source.origin,
         "source_help": getattr(face_source, "help", ""),
@@ -176,6 +191,11 @@ def decode_faces(face_source: FaceSource, params: dict[str, Any]) -> tuple[pd.Da
         "duplicate_label_conflicts": conflicts,
         "converted": {row.member: f"{row.mode} {row.width}x{row.height}" for row in converted.itertuples()},
         "decode_seconds": round(time.perf_counter() - started, 2),
+        "detect_faces": {"enabled": False} if detect is None else {
+            "enabled": True, "detector": detect.detector, "faces_cut": int(len(manifest)),
+            "no_face_found": len(set_aside.get(NO_FACE, [])), "several_faces": len(set_aside.get(SEVERAL_FACES, [])),
+            "framing": "as predict: detection.crop_face (UTKFace's measured framing; eye-aligned with mtcnn), "
+                       f"margin {detect.margin:g}; each crop's framing in face_manifest.face_crop"},
     }
     logger.info("Decoded %d of %d files in %.1f s", len(manifest), face_source.files_seen,
                 findings["decode_seconds"])
@@ -253,6 +273,7 @@ def select_faces(manifest: pd.DataFrame, images: dict[int, np.ndarray], face_fou
         "image_sizes": sorted(images),
         "genders": {GENDERS[g]: int(n) for g, n in final["gender"].value_counts().sort_index().items()},
         "decode_seconds": findings["decode_seconds"],
+        "detect_faces": findings.get("detect_faces", {"enabled": False}),
     }
     if report["kept"] + report["set_aside_total"] != report["files_seen"]:
         raise RuntimeError("Ingestion lost track of files: kept + set aside != files seen")
