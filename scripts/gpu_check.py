@@ -341,7 +341,7 @@ def env_stage(report: Report, runner: Runner) -> None:
         "import json, keras, numpy, jax; from age_gender.training import accelerators; "
         "print('RESULT ' + json.dumps({'backend': keras.backend.backend(), 'keras': keras.__version__, "
         "'jax': jax.__version__, 'numpy': numpy.__version__, 'devices': [str(d) for d in jax.devices()], "
-        "'accelerators': accelerators()}))")], 120)
+        "'accelerators': accelerators()}))")], 300)  # imports only; 120 s was too short on a loaded 2-core CI box
     result = {"gpu": None if not rows else [{"name": r[0], "memory_total_mib": r[1], "driver": r[2]} for r in rows],
               "python": sys.version.split()[0]}
     for line in output.splitlines():
