@@ -336,13 +336,10 @@ class TrainingHooks:
 
 
 @contextmanager
-def _run_start_settings():
-    """While the MLflow run starts (unless the user set them): few retries and a short timeout, so
-    an unreachable tracking server is refused in seconds, not after MLflow's ~4 minutes of
-    retries; and no probe for a Databricks serverless-GPU job to resume (MLflow 3 imports IPython
-    for it in every new run: 0.3-1 s, docs/tracking.md)."""
-    quick = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
-             "MLFLOW_ENABLE_SGC_RUN_RESUMPTION_FOR_DATABRICKS_JOBS": "false"}
+def _quick_http():
+    """While the MLflow run starts: few retries and a short timeout (unless the user set them), so
+    an unreachable tracking server is refused in seconds, not after MLflow's ~4 minutes of retries."""
+    quick = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
     added = {k: v for k, v in quick.items() if k not in os.environ}
     os.environ.update(added)
     try:
@@ -385,7 +382,7 @@ class TrackingHooks:
 
         hook = tracking.mlflow_hook()
         try:
-            with tracking.store_for(self._context.project_path), _run_start_settings():
+            with tracking.store_for(self._context.project_path), _quick_http():
                 hook.after_context_created(self._context)
                 hook.before_pipeline_run(run_params=run_params, pipeline=pipeline, catalog=catalog)
         except Exception as error:  # noqa: BLE001  (a store that cannot be used: before any node)
