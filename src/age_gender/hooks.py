@@ -353,7 +353,8 @@ class TrackingHooks:
     """Makes a ``kedro run`` of a tracked pipeline an MLflow run (``age_gender.tracking``).
 
     kedro-mlflow's own hook (registered here, not by its plugin entry point: ``settings.py``
-    disables that) starts the run, logs the parameters each node reads and ends it; it is created
+    disables that) starts the run, logs the parameters each node reads (in one batch per node:
+    ``tracking.mlflow_hook``) and ends it; it is created
     only when a tracked pipeline starts, so an untracked run or ``AGE_GENDER_TRACKING=off`` never
     imports MLflow. Registered first in ``HOOKS``, so its ``before_pipeline_run`` runs after the
     parameter and integrity checks: a refused run leaves no MLflow run behind."""

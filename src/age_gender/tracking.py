@@ -1,7 +1,8 @@
 """Experiment tracking: every ``kedro run`` of a training or evaluation pipeline is an MLflow run.
 
 The run itself (start, the parameters every node reads, end, failure) is kedro-mlflow's
-``MlflowHook``, configured by ``conf/base/mlflow.yml``; ``hooks.TrackingHooks`` drives it and calls
+``MlflowHook`` (:func:`mlflow_hook`: a node's parameters in one batch), configured by
+``conf/base/mlflow.yml``; ``hooks.TrackingHooks`` drives it and calls
 :class:`RunRecorder` after each node, which records what the node returned:
 
 * every number of a JSON-like output (training info, evaluation metrics, headlines ...) as a
@@ -34,6 +35,7 @@ import math
 import os
 import re
 import subprocess
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -119,15 +121,16 @@ def _batched_hook_class() -> Any:
     from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
 
     class BatchedParamsMlflowHook(MlflowHook):
-        _pending: dict[str, str] | None = None
+        def __init__(self) -> None:
+            super().__init__()
+            self._node = threading.local()  # the parameters of the node this thread is starting (ThreadRunner)
 
         def before_node_run(self, node: Any, catalog: Any, inputs: dict[str, Any], is_async: bool) -> None:
-            self._pending = {}
+            self._node.pending = pending = {}
             try:
                 super().before_node_run(node=node, catalog=catalog, inputs=inputs, is_async=is_async)
-                pending = self._pending
             finally:
-                self._pending = None
+                self._node.pending = None
             active = mlflow.active_run()
             if pending and active is not None:
                 batch = [Param(key, value) for key, value in pending.items()]
@@ -137,9 +140,10 @@ def _batched_hook_class() -> Any:
 
         def _log_param(self, name: str, value: Any) -> None:
             text = str(value)
-            if self._pending is None or len(text) > MAX_PARAM_VAL_LENGTH:
+            pending = getattr(self._node, "pending", None)
+            if pending is None or len(text) > MAX_PARAM_VAL_LENGTH:
                 return super()._log_param(name, value)  # the configured long_params_strategy
-            self._pending[name] = text
+            pending[name] = text
             return None
 
     _BATCHED_HOOK = BatchedParamsMlflowHook
