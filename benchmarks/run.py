@@ -705,19 +705,85 @@ def bench_predict(quick: bool) -> dict:
     result["haar_photos_per_s"] = result["haar"]["photos_per_s"]
     return result
 
-TRACKING_PARAMETERS = """
-split: {test_size: 60, subset_size: 300}
-scratch_training: {input_size: 32, epochs: 2, patience: 2, batch_size: 32, width_multiplier: 0.125}
-scratch: {architecture: {conv_pairs: 2, dense_layers: 1, dense_units: 8, split_point: 1}}
-"""
+TRACKING_PIPELINES = ("scratch", "evaluation", "transfer")
+
+
+def tracking_stages(store: str, model_path: str) -> dict:
+    """Wall seconds of each step tracking adds to a run, in this (fresh) process, after what every
+    run pays anyway (TensorFlow, Keras, Kedro, the project): importing MLflow and kedro-mlflow,
+    opening the SQLite store ``store`` (creating it when absent: the first run only), starting a run,
+    35 parameters one ``log_param`` each (kedro-mlflow's way) and in one ``log_batch`` (this
+    project's), 200 metric points, 10 small artifacts, the Keras flavour of the model at
+    ``model_path`` (MLflow's installed-packages scan, then the save and copy), ending the run."""
+    import json as _json
+
+    import keras  # noqa: F401  (every run)
+    from kedro.framework.session import KedroSession  # noqa: F401
+
+    import age_gender.models  # noqa: F401
+
+    times: dict[str, float] = {}
+    fresh = not Path(store).exists()
+
+    def tick(name: str, since: float) -> float:
+        times[name] = round(time.perf_counter() - since, 3)
+        return time.perf_counter()
+
+    model = keras.saving.load_model(model_path)
+    t = time.perf_counter()
+    import mlflow
+    import mlflow.keras
+
+    t = tick("import_mlflow", t)
+    from kedro_mlflow.framework.hooks.mlflow_hook import MlflowHook  # noqa: F401
+
+    t = tick("import_kedro_mlflow", t)
+    from mlflow.entities import Metric, Param
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{store}"
+    client = MlflowClient(uri)
+    client.search_experiments()
+    t = tick("create_store_first_run_only" if fresh else "open_store", t)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_experiment("stages")
+    run = mlflow.start_run()
+    t = tick("start_run", t)
+    for i in range(35):
+        mlflow.log_param(f"p{i}", i)
+    t = tick("params_35_one_commit_each", t)
+    client.log_batch(run.info.run_id, params=[Param(f"q{i}", str(i)) for i in range(35)])
+    t = tick("params_35_one_batch", t)
+    client.log_batch(run.info.run_id, metrics=[Metric(f"m{i}", 0.5, 0, step) for i in range(20) for step in range(10)])
+    t = tick("metrics_200_points", t)
+    artifact = Path(store).parent / "report.json"
+    artifact.write_text(_json.dumps({"a": 1}))
+    for i in range(10):
+        client.log_artifact(run.info.run_id, str(artifact), artifact_path=f"outputs/{i}")
+    t = tick("artifacts_10_small", t)
+    from mlflow.utils.requirements_utils import _init_packages_to_modules_map
+
+    _init_packages_to_modules_map()
+    t = tick("keras_model_installed_packages_scan", t)
+    mlflow.keras.log_model(model, name="model", pip_requirements=["age_gender"])
+    t = tick("keras_model_save_and_copy", t)
+    mlflow.end_run()
+    tick("end_run", t)
+    return times
 
 
 def bench_tracking_overhead(quick: bool) -> dict:
-    """The same tiny `kedro run --pipeline scratch` (2 epochs, 32 px, 240 training faces), each
-    run a fresh CLI process, with AGE_GENDER_TRACKING=off and =on alternately (after one tracked
-    run that creates the SQLite store, timed apart): median wall seconds of each and their ratio.
-    Tracking's cost is mostly fixed per run (MLflow import, store, model copy), so the ratio on a
-    tiny run is an upper bound for a real one."""
+    """Tracking's cost on real pipelines of a small real project (542 archive faces, ``--env
+    smoke``: 32 px, 300 training faces, 60 test faces) in data/ of this checkout: ``scratch``,
+    ``evaluation`` (of the scratch and transfer models) and ``transfer`` (backbone comparison,
+    head search, Hyperband, fine-tuning), each run a fresh ``kedro run`` process with
+    AGE_GENDER_TRACKING=off and =on alternately (off-on, then on-off, ...: a load that drifts hits
+    both), after one tracked run that creates the SQLite store, timed apart. Per pipeline: every
+    time, the medians, the added seconds (median on - median off) and the ratio; then
+    :func:`tracking_stages` three times in fresh processes (medians), the breakdown of that cost.
+    Wall and CPU (user + system) seconds: on a shared machine the CPU seconds vary far less.
+    ``AGE_GENDER_BENCH_TRACKING_PIPELINES=scratch,evaluation`` and ``AGE_GENDER_BENCH_REPETITIONS=4``
+    choose the pipelines timed and the pairs of runs (default: all three, 3; ``--quick``: two, 1)."""
     import statistics
     import subprocess
     import tarfile
@@ -725,41 +791,79 @@ def bench_tracking_overhead(quick: bool) -> dict:
     sys.path.insert(0, str(REPO))
     from tests.conftest import make_project, write_tar
 
-    root = make_project(Path(tempfile.mkdtemp(prefix="bench_tracking_")))
-    (root / "conf" / "local" / "parameters.yml").write_text(TRACKING_PARAMETERS)
-    (root / "conf" / "local" / "parameters_ingestion.yml").write_text("ingestion: {image_sizes: [32], face_check: {enabled: false}}\n")
+    home = REPO / "data" / "benchmarks"
+    home.mkdir(parents=True, exist_ok=True)
+    root = make_project(Path(tempfile.mkdtemp(prefix="tracking_", dir=home)))
     members = {}
     with tarfile.open(archive_path()) as archive:
         for index, member in enumerate(archive):
             if member.isfile() and index % 40 == 0:
                 members[member.name] = archive.extractfile(member).read()
     sample = write_tar(root / "sample.tar.gz", members)
-    env = {**os.environ, "UTKFACE_ARCHIVE": str(sample), "KEDRO_DISABLE_TELEMETRY": "true",
-           "MLFLOW_ENABLE_TELEMETRY": "false", "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO / "src"), os.environ.get("PYTHONPATH")]))}
+    env = {**os.environ, "UTKFACE_SMOKE_ARCHIVE": str(sample), "UTKFACE_WEIGHTS_DIR": str(weights_dir()),
+           "KEDRO_DISABLE_TELEMETRY": "true",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO / "src"), os.environ.get("PYTHONPATH")]))}
     env.pop("MLFLOW_TRACKING_URI", None)
+    pipelines = [name for name in os.environ.get("AGE_GENDER_BENCH_TRACKING_PIPELINES", "").split(",") if name] \
+        or (TRACKING_PIPELINES[:2] if quick else TRACKING_PIPELINES)
+    repetitions = int(os.environ.get("AGE_GENDER_BENCH_REPETITIONS", 1 if quick else 3))
+    if not set(pipelines) <= set(TRACKING_PIPELINES) or repetitions < 1:
+        raise ValueError(f"AGE_GENDER_BENCH_TRACKING_PIPELINES must name some of {', '.join(TRACKING_PIPELINES)} "
+                         "and AGE_GENDER_BENCH_REPETITIONS be at least 1")
 
-    def kedro(pipeline: str, tracking: str) -> float:
+    def kedro(pipeline: str, tracking: str) -> tuple[float, float]:
+        """Wall seconds and CPU seconds (user + system of the run's process and its children)."""
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         started = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "kedro", "run", "--pipeline", pipeline], cwd=root, check=True,
-                       env={**env, "AGE_GENDER_TRACKING": tracking}, capture_output=True)
-        return time.perf_counter() - started
+        done = subprocess.run([sys.executable, "-m", "kedro", "run", "--env", "smoke", "--pipeline", pipeline],
+                              cwd=root, env={**env, "AGE_GENDER_TRACKING": tracking}, capture_output=True, text=True)
+        if done.returncode:
+            raise RuntimeError(f"kedro run --pipeline {pipeline} (tracking {tracking}) failed: "
+                               + " | ".join(done.stderr.strip().splitlines()[-3:]))
+        wall, after = time.perf_counter() - started, resource.getrusage(resource.RUSAGE_CHILDREN)
+        return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+    def stages(store: Path) -> dict:
+        model = sorted((root / "data" / "smoke" / "06_models" / "scratch.keras").glob("*/scratch.keras"))[-1]
+        code = (f"import json, sys; sys.path.insert(0, {str(REPO / 'benchmarks')!r}); from run import tracking_stages; "
+                f"print('STAGES', json.dumps(tracking_stages({str(store)!r}, {str(model)!r})))")
+        done = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True, check=True)
+        return json.loads(next(line for line in done.stdout.splitlines() if line.startswith("STAGES"))[7:])
 
     try:
-        kedro("ingestion", "off")
-        kedro("split", "off")
-        first_tracked = kedro("scratch", "on")  # creates mlflow.db (schema migrations) and the experiment
-        off, on = [], []
-        for _ in range(1 if quick else 3):
-            off.append(kedro("scratch", "off"))
-            on.append(kedro("scratch", "on"))
+        for setup in ("ingestion", "split", "scratch", "transfer"):
+            kedro(setup, "off")
+        first_tracked, _ = kedro("scratch", "on")  # creates mlflow.db (schema migrations) and the experiment
+        times = {name: {"off": [], "on": []} for name in pipelines}
+        for repetition in range(repetitions):
+            for name in pipelines:
+                for tracking in (("off", "on") if repetition % 2 == 0 else ("on", "off")):
+                    times[name][tracking].append(kedro(name, tracking))
+        store = root / "stages" / "mlflow.db"
+        store.parent.mkdir()
+        created = stages(store)
+        measured = [stages(store) for _ in range(1 if quick else 3)]
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    median_off, median_on = statistics.median(off), statistics.median(on)
-    return {"tracking_overhead_ratio": round(median_on / median_off, 3),
-            "tracking_added_seconds": round(median_on - median_off, 1),
-            "untracked_seconds": [round(t, 1) for t in off], "tracked_seconds": [round(t, 1) for t in on],
-            "first_tracked_run_seconds": round(first_tracked, 1),
-            "pipeline": "scratch, 2 epochs, 32 px, width 0.125, 240 training faces, kedro CLI process per run"}
+    result: dict = {"first_tracked_run_seconds": round(first_tracked, 1)}
+    for name, both in times.items():
+        result[name] = {}
+        for index, unit in enumerate(("wall", "cpu")):
+            off = [t[index] for t in both["off"]]
+            on = [t[index] for t in both["on"]]
+            result[name].update({f"untracked_{unit}_seconds": [round(t, 1) for t in off],
+                                 f"tracked_{unit}_seconds": [round(t, 1) for t in on],
+                                 f"median_untracked_{unit}": round(statistics.median(off), 1),
+                                 f"median_tracked_{unit}": round(statistics.median(on), 1),
+                                 f"added_{unit}_seconds": round(statistics.median(on) - statistics.median(off), 1),
+                                 f"paired_added_{unit}_seconds": [round(b - a, 1) for a, b in zip(off, on)]})
+            result[f"{name}_tracking_overhead_{unit}_ratio"] = round(statistics.median(on) / statistics.median(off), 3)
+    result["stages_median_seconds"] = {key: round(statistics.median(m[key] for m in measured), 3) for key in measured[0]}
+    result["stages_spread_seconds"] = {key: [m[key] for m in measured] for key in measured[0]}
+    result["store_creation_seconds"] = created["create_store_first_run_only"]
+    result["pipeline"] = ("--env smoke on 542 archive faces (index % 40), a kedro CLI process per run, "
+                          f"{repetitions} repetitions alternating off/on; wall and CPU (user + system) seconds")
+    return result
 
 
 BENCHMARKS = ("bench_ingestion", "bench_input_vs_model", "bench_input_pipelines", "bench_mixed_precision",

@@ -89,6 +89,40 @@ def test_hyperband_trials_are_read_from_the_newest_project_of_the_structure(tmp_
     assert tracking.hyperband_trials(str(tmp_path / "nothing"), "dense-bn") == []
 
 
+
+def test_a_nodes_parameters_are_one_batch_a_repeated_one_is_accepted_and_a_long_one_follows_the_strategy(
+        tmp_path, monkeypatch):
+    import mlflow
+    from mlflow.tracking import MlflowClient
+    from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    client = MlflowClient(uri)
+    run = client.create_run(client.create_experiment("x"))
+    hook = tracking.mlflow_hook()
+    hook.run_id, hook.flatten, hook.long_params_strategy = run.info.run_id, True, "tag"
+    hook.mlflow_config = type("Config", (), {"tracking": type("T", (), {"run": type("R", (), {"nested": False})})})
+    batches = []
+    original = MlflowClient.log_batch
+    monkeypatch.setattr(MlflowClient, "log_batch", lambda self, run_id, **kw: (batches.append(kw), original(self, run_id, **kw)))
+    monkeypatch.setattr(mlflow, "log_param", lambda *a, **k: pytest.fail("a parameter was logged on its own"))
+    node = type("Node", (), {"name": "n"})()
+    inputs = {f"params:p{i}": i for i in range(150)}
+    try:
+        hook.before_node_run(node=node, catalog=None, is_async=False,
+                             inputs={**inputs, "params:group": {"lr": 0.5, "long": "x" * (MAX_PARAM_VAL_LENGTH + 1)},
+                                     "faces": object()})
+        hook.before_node_run(node=node, catalog=None, is_async=False, inputs={"params:p0": 0, "params:new": "a"})
+    finally:
+        while mlflow.active_run() is not None:
+            mlflow.end_run()
+    assert [len(b["params"]) for b in batches] == [100, 51, 2]  # one node: 151 short values in 2 batches
+    data = client.get_run(run.info.run_id).data
+    assert len(data.params) == 152 and data.params["p7"] == "7" and data.params["group.lr"] == "0.5"
+    assert "group.long" not in data.params and data.tags["group.long"] == "x" * (MAX_PARAM_VAL_LENGTH + 1)
+
+
 # --- real runs through Kedro, twice, then the comparison ---------------------------------------
 
 TINY = {

@@ -426,7 +426,8 @@ class TrackingHooks:
     """Makes a ``kedro run`` of a tracked pipeline an MLflow run (``age_gender.tracking``).
 
     kedro-mlflow's own hook (registered here, not by its plugin entry point: ``settings.py``
-    disables that) starts the run, logs the parameters each node reads and ends it; it is created
+    disables that) starts the run, logs the parameters each node reads (in one batch per node:
+    ``tracking.mlflow_hook``) and ends it; it is created
     only when a tracked pipeline starts, so an untracked run or ``AGE_GENDER_TRACKING=off`` never
     imports MLflow. Registered first in ``HOOKS``, so its ``before_pipeline_run`` runs after the
     parameter and integrity checks: a refused run leaves no MLflow run behind."""
@@ -451,11 +452,9 @@ class TrackingHooks:
         self._mlflow = self._recorder = None
         if self._context is None or not self._tracked(run_params):
             return
-        from kedro_mlflow.framework.hooks.mlflow_hook import MlflowHook
-
         from age_gender import tracking
 
-        hook = MlflowHook()
+        hook = tracking.mlflow_hook()
         try:
             with tracking.store_for(self._context.project_path), _quick_http():
                 hook.after_context_created(self._context)
