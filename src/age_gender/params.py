@@ -228,12 +228,11 @@ class FaceCheck(_Group):
     min_neighbors: NonNegativeInt
 
 
-class DetectFaces(_Group):
-    """``ingestion.detect_faces``: for datasets of whole photos (one face each), find the face and
-    cut it as ``predict`` does before it enters the cache (off: images are taken as crops). The
-    detector and its settings mean what they mean under ``predict`` (px, shares, confidences)."""
+class FaceDetector(_Group):
+    """The face detector and its settings, shared by ``predict`` and ``ingestion.detect_faces``:
+    smallest face looked for (px), Haar's neighbours, MTCNN's three confidences, the crop's margin
+    (share of its side, > -0.5) and the longest side a photo is searched at (px)."""
 
-    enabled: bool
     detector: Literal["mtcnn", "haar"]
     min_face: Annotated[int, Field(ge=12)]
     min_neighbors: NonNegativeInt
@@ -247,6 +246,13 @@ class DetectFaces(_Group):
             raise ValueError(f"min_face ({self.min_face} px) must not exceed detect_max_side "
                              f"({self.detect_max_side} px): no face could ever be found")
         return self
+
+
+class DetectFaces(FaceDetector):
+    """``ingestion.detect_faces``: for datasets of whole photos (one face each), find the face and
+    cut it as ``predict`` does before it enters the cache (off: images are taken as crops)."""
+
+    enabled: bool
 
 
 class Ingestion(_Group):
@@ -282,28 +288,14 @@ class External(_Group):
         return self
 
 
-class Predict(_Group):
-    """``predict``: model used on photos, the face detector and its settings (px, shares), the
-    crop's margin (share of its side, > -0.5), the per-photo caps (pixels, megabytes), the
-    longest side a photo is searched at (px) and photos per batch."""
+class Predict(FaceDetector):
+    """``predict``: model used on photos, the face detector and its settings (``FaceDetector``),
+    the per-photo caps (pixels, megabytes) and photos per batch."""
 
     model: Literal["scratch", "transfer"]
-    detector: Literal["mtcnn", "haar"]
-    min_face: Annotated[int, Field(ge=12)]
-    min_neighbors: NonNegativeInt
-    thresholds: Annotated[list[Annotated[float, Field(gt=0, lt=1)]], Field(min_length=3, max_length=3)]
-    margin: Annotated[float, Field(gt=-0.5, le=2)]
     max_pixels: Count
     max_file_mb: Annotated[float, Field(gt=0, le=2000)]  # the catalog's photos_raw reads up to 2000 MB
-    detect_max_side: Annotated[int, Field(ge=64)]
     batch_size: Count
-
-    @model_validator(mode="after")
-    def _faces_fit(self):
-        if self.min_face > self.detect_max_side:
-            raise ValueError(f"min_face ({self.min_face} px) must not exceed detect_max_side "
-                             f"({self.detect_max_side} px): no face could ever be found")
-        return self
 
 
 class SplitFractions(_Group):
