@@ -169,11 +169,14 @@ def _every_pipeline() -> dict[str, Any]:
     return found
 
 
-def check_inputs_exist(pipeline: Any, catalog: Any, registry: Mapping[str, Any] | None = None) -> None:
+def check_inputs_exist(pipeline: Any, catalog: Any, registry: Mapping[str, Any] | None = None,
+                       env: str | None = None) -> None:
     """Refuse a run whose inputs an earlier run should have written but has not (``split``
     before ``ingestion``), before any node runs, naming the pipelines that write them.
 
     ``registry``: pipeline name -> Pipeline (default: the project's registered pipelines).
+    ``env``: the run's ``--env``; the commands the message names carry it (``kedro run --env
+    smoke --pipeline ingestion``), since the other environment's outputs would not help.
     Raises ``ActionableError``."""
     missing = []
     for name in sorted(pipeline.inputs()):
@@ -195,10 +198,11 @@ def check_inputs_exist(pipeline: Any, catalog: Any, registry: Mapping[str, Any] 
     ordered = [n.name for n in registry["__default__"].nodes] if "__default__" in registry else []
     producers.sort(key=lambda key: min((ordered.index(n.name) for n in registry[key].nodes if n.name in ordered),
                                        default=len(ordered)))
-    verb = "does" if len(missing) == 1 else "do"
-    fix = (" then ".join(f"`kedro run --pipeline {key}`" for key in producers) + " first"
+    verb, pronoun = ("does", "it") if len(missing) == 1 else ("do", "them")
+    run = f"kedro run --env {env}" if env and env != "local" else "kedro run"
+    fix = (" then ".join(f"`{run} --pipeline {key}`" for key in producers) + " first"
            if producers else "run the pipeline that writes it first, or point the catalog entry at an existing file")
-    raise ActionableError(f"{', '.join(missing)} {verb} not exist yet (this run reads it)", f"run {fix}"
+    raise ActionableError(f"{', '.join(missing)} {verb} not exist yet (this run reads {pronoun})", f"run {fix}"
                           if producers else fix)
 
 
@@ -358,7 +362,7 @@ class IntegrityHooks:
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:
         IntegrityHooks.failed_node = None
         check_outputs_writable(pipeline, catalog)
-        check_inputs_exist(pipeline, catalog)
+        check_inputs_exist(pipeline, catalog, env=run_params.get("env"))
         check_load_versions(run_params.get("load_versions"), pipeline, catalog)
         check_versions(pipeline, catalog)
         check_splits_and_lineage(pipeline, catalog)
