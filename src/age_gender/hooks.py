@@ -25,7 +25,7 @@ RAW_INPUTS = ("utkface_raw", "external_raw", "photos_raw")
 class RuntimeHooks:
     @hook_impl
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:
-        external = check_external_datasets(pipeline, catalog)
+        external = check_external_datasets(pipeline, catalog, env=run_params.get("env"))
         if external and (run_params.get("runtime_params") or {}).get("external_faces"):
             raise DatasetError(f"--params external_faces points the single entry external_raw, but external.datasets "
                                f"lists {', '.join(external)}, so it would be ignored; add those faces as a catalog "
@@ -38,9 +38,12 @@ class RuntimeHooks:
                 raise DatasetError(f"The run needs '{name}' but nothing is at '{where}'. {advice}")
 
 
-def check_external_datasets(pipeline: Any, catalog: Any) -> list[str]:
+def check_external_datasets(pipeline: Any, catalog: Any, env: str | None = None) -> list[str]:
     """The ``external.datasets`` entries this pipeline reads; each must be a ``FaceSourceDataset``
-    catalog entry, else ``DatasetError`` (one line naming the entry and where to define it)."""
+    catalog entry, else ``DatasetError`` (one line naming the entry and where to define it: the
+    run's ``--env`` folder, since ``--env smoke`` reads ``conf/base`` and ``conf/smoke``, not
+    ``conf/local``)."""
+    folder = f"conf/{env}" if env and env != "local" else "conf/local"
     from age_gender.datasets import FaceSourceDataset
 
     names = ((catalog.load("parameters") or {}).get("external") or {}).get("datasets") or []
@@ -50,7 +53,7 @@ def check_external_datasets(pipeline: Any, catalog: Any) -> list[str]:
         if not isinstance(dataset, FaceSourceDataset):
             raise DatasetError(f"external.datasets lists '{name}', but the catalog has no FaceSourceDataset "
                                f"entry '{name}' (found {type(dataset).__name__ if dataset is not None else 'none'}); define it in "
-                               f"conf/local/catalog.yml (type: age_gender.datasets.FaceSourceDataset, "
+                               f"{folder}/catalog.yml (type: age_gender.datasets.FaceSourceDataset, "
                                f"filepath: ..., see docs/datasets.md) or remove it from external.datasets")
     return used
 
