@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import io
+import os
 import subprocess
 import sys
 from dataclasses import replace
@@ -323,3 +324,14 @@ def test_a_versioned_model_folder_means_its_newest_version_and_a_cut_model_is_na
     assert load_model(folder).input_shape == (None, 32, 32, 3)
     with pytest.raises(ValueError, match="no model file at"):
         load_model(tmp_path / "empty.keras")
+
+
+def test_console_predict_refuses_a_fifo_without_opening_it(tmp_path):
+    from age_gender.__main__ import _photo_paths
+
+    fifo = tmp_path / "pipe.jpg"
+    os.mkfifo(fifo)
+    with pytest.raises(ValueError, match=r"pipe\.jpg' is not a regular file or folder \(a FIFO"):
+        _photo_paths([str(fifo)])
+    with pytest.raises(ValueError, match="no file or folder at"):
+        _photo_paths([str(tmp_path / "missing.jpg")])
