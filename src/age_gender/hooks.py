@@ -331,7 +331,8 @@ def last_line(error: BaseException, node: str | None = None) -> str:
 
 def _print_failures() -> None:
     """Wrap ``sys.excepthook`` (Kedro's rich traceback) once, so that a failed ``kedro run`` ends
-    with one line on stderr: a parameter error prints only its line (no traceback unless
+    with one line on stderr: a parameter error, or a refusal (``ActionableError``,
+    ``DatasetError``) before any node started, prints only its line (no traceback unless
     ``AGE_GENDER_TRACEBACK=1``); any other failure prints its traceback, then :func:`last_line`."""
     import os
 
@@ -341,6 +342,8 @@ def _print_failures() -> None:
 
     def hook(kind, value, traceback):
         brief = _parameter_error_line(value)
+        if brief is None and not IntegrityHooks.node_started and isinstance(value, (ActionableError, DatasetError)):
+            brief = last_line(value)  # refused before any node ran: the cause and fix, no traceback
         if brief is None or os.environ.get("AGE_GENDER_TRACEBACK") == "1":
             previous(kind, value, traceback)
         if isinstance(value, Exception):
@@ -356,10 +359,17 @@ class IntegrityHooks:
     cause and the fix."""
 
     failed_node: str | None = None
+    #: whether a node of this process's run has started: a refusal before that (a hook's
+    #: ``ActionableError`` or ``DatasetError``) prints its one line without a traceback
+    node_started: bool = False
 
     @hook_impl
     def after_context_created(self, context: Any) -> None:
         _print_failures()
+
+    @hook_impl
+    def before_node_run(self, node: Any) -> None:
+        IntegrityHooks.node_started = True
 
     @hook_impl
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:
