@@ -109,5 +109,26 @@ def test_one_image_file_is_a_source_of_one_member(tmp_path):
     assert not source.refused
     notes = tmp_path / "notes.txt"
     notes.write_text("not an image")
-    with pytest.raises(DatasetError, match="neither a readable .tar/.tar.gz/.zip archive nor a folder"):
+    with pytest.raises(DatasetError, match=r"neither a readable .tar/.tar.gz/.zip archive nor a folder .*, nor an "
+                                           r"image by its name \(\.jpg, "):
         FaceSourceDataset(str(notes)).load()
+
+
+def test_a_fifo_is_refused_without_being_opened(tmp_path):
+    """`--params photos=pipe.jpg` on a named pipe: one line, never a read that blocks forever
+    (the alarm turns a regression into a failure instead of a hung suite)."""
+    import signal
+
+    def hung(*_):
+        raise AssertionError("loading a FIFO blocked")
+
+    fifo = tmp_path / "pipe.jpg"
+    os.mkfifo(fifo)
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(20)
+    try:
+        with pytest.raises(DatasetError, match=r"pipe\.jpg' is a FIFO \(named pipe\), not a file or folder of faces"):
+            FaceSourceDataset(str(fifo), sha256="0" * 64).load()
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)

@@ -550,3 +550,22 @@ def test_several_external_datasets_are_reported_side_by_side(protocol_project, u
         assert "external.datasets lists 'nowhere', but the catalog has no FaceSourceDataset entry" in _one_line(error.value)
     finally:
         local.unlink()
+
+
+def test_an_unknown_external_dataset_names_the_conf_folder_the_run_reads():
+    """`--env smoke` reads conf/base and conf/smoke, not conf/local: the line names the folder the
+    entry must go to for this run."""
+    from types import SimpleNamespace
+
+    from age_gender.hooks import check_external_datasets
+
+    pipeline = SimpleNamespace(inputs=lambda: {"utk_copy", "nowhere", "params:external"})
+    entries = {"utk_copy": FaceSourceDataset("/tmp/faces")}
+    catalog = SimpleNamespace(load=lambda name: {"external": {"datasets": ["utk_copy", "nowhere"]}},
+                              get=entries.get)
+    for env, folder in ((None, "conf/local"), ("local", "conf/local"), ("smoke", "conf/smoke")):
+        with pytest.raises(DatasetError, match=rf"no FaceSourceDataset entry 'nowhere' \(found none\); define it in "
+                                               rf"{folder}/catalog\.yml"):
+            check_external_datasets(pipeline, catalog, env=env)
+    entries["nowhere"] = FaceSourceDataset("/tmp/more")
+    assert check_external_datasets(pipeline, catalog, env="smoke") == ["utk_copy", "nowhere"]

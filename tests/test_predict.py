@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import io
+import os
 import subprocess
 import sys
 from dataclasses import replace
@@ -301,3 +302,36 @@ def test_batches_close_early_on_pixels_and_keep_the_order(monkeypatch):
     assert [r.name for r in results] == ["p0", "p1", "p2", "bad", "p3", "p4", "p5", "p6"]
     assert [r.rows[0]["w"] for r in results if r.problem is None] == [100 + i for i in range(7)]
     assert results[3].problem == "unreadable_image: broken" and results[3].rows == []
+
+
+def test_a_versioned_model_folder_means_its_newest_version_and_a_cut_model_is_named_damaged(tiny_model, tmp_path):
+    """`--model data/06_models/transfer.keras` (a Kedro versioned folder, as README shows) loads the
+    newest version; a .keras file cut short is named as damaged, not "File not found"."""
+    import shutil
+
+    from age_gender.photos import load_model
+
+    folder = tmp_path / "transfer.keras"
+    for version in ("2026-01-01T00.00.00.000Z", "2026-02-01T00.00.00.000Z"):
+        (folder / version).mkdir(parents=True)
+        shutil.copy(tiny_model, folder / version / "transfer.keras")
+    newest = folder / "2026-02-01T00.00.00.000Z" / "transfer.keras"
+    newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])
+    with pytest.raises(ValueError, match=r"2026-02-01T00\.00\.00\.000Z/transfer\.keras' is not a readable \.keras "
+                                         r"model \(damaged"):
+        load_model(folder)
+    shutil.rmtree(folder / "2026-02-01T00.00.00.000Z")
+    assert load_model(folder).input_shape == (None, 32, 32, 3)
+    with pytest.raises(ValueError, match="no model file at"):
+        load_model(tmp_path / "empty.keras")
+
+
+def test_console_predict_refuses_a_fifo_without_opening_it(tmp_path):
+    from age_gender.__main__ import _photo_paths
+
+    fifo = tmp_path / "pipe.jpg"
+    os.mkfifo(fifo)
+    with pytest.raises(ValueError, match=r"pipe\.jpg' is not a regular file or folder \(a FIFO"):
+        _photo_paths([str(fifo)])
+    with pytest.raises(ValueError, match="no file or folder at"):
+        _photo_paths([str(tmp_path / "missing.jpg")])

@@ -20,7 +20,7 @@ def _photo_paths(paths: list[str]) -> list[Path]:
     """The files given, and the image files (by suffix) anywhere under the folders given, sorted.
 
     Raises:
-        ValueError: a path that does not exist, or no image at all.
+        ValueError: a path that does not exist or is a FIFO/socket/device, or no image at all.
     """
     found: list[Path] = []
     for given in paths:
@@ -30,6 +30,9 @@ def _photo_paths(paths: list[str]) -> list[Path]:
                                 and not any(part.startswith(".") for part in p.relative_to(path).parts)))
         elif path.is_file():
             found.append(path)
+        elif path.exists():  # a FIFO, socket or device: never opened (a FIFO would block)
+            raise ValueError(f"'{path}' is not a regular file or folder (a FIFO, socket or device): give photos "
+                             f"or folders of photos")
         else:
             raise ValueError(f"no file or folder at '{path}': give photos or folders of photos")
     if not found:

@@ -247,6 +247,16 @@ def _archive_kind(path: Path) -> str | None:
     return None
 
 
+def _special_kind(path: Path) -> str:
+    """What a path that is neither a regular file nor a folder is, in words ("a FIFO" ...)."""
+    mode = path.stat().st_mode
+    for test, words in ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"),
+                        (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return words
+    return "not a regular file"
+
+
 def _old_tar_header(block: bytes) -> bool:
     """A pre-POSIX tar header: its checksum field matches the block."""
     try:
@@ -342,6 +352,9 @@ class FaceSourceDataset(AbstractDataset[None, FaceSource]):
         except LabelTableError as error:
             raise DatasetError(str(error)) from None
         limits = _Limits(self._max_member_bytes, self._max_total_bytes, self._max_members, str(where))
+        if not (path.is_dir() or path.is_file()):  # a FIFO or device: opening it could block forever
+            raise DatasetError(f"'{where}' is {_special_kind(path)}, not a file or folder of faces: "
+                               f"nothing is read from it. {self._help}")
         if path.is_dir():
             source = _read_folder(path, limits)
         elif _name_reason(path.name) is None and path.is_file() and _archive_kind(path) is None:
@@ -369,7 +382,8 @@ class FaceSourceDataset(AbstractDataset[None, FaceSource]):
         kind = _archive_kind(path)
         if kind is None:
             raise DatasetError(f"'{where}' is neither a readable .tar/.tar.gz/.zip archive nor "
-                               f"a folder (unknown leading bytes). {self._help}")
+                               f"a folder (unknown leading bytes), nor an image by its name "
+                               f"({', '.join(IMAGE_SUFFIXES)}). {self._help}")
         try:
             if kind == "zip":
                 return _read_zip(path, limits)

@@ -25,7 +25,7 @@ RAW_INPUTS = ("utkface_raw", "external_raw", "photos_raw")
 class RuntimeHooks:
     @hook_impl
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:
-        external = check_external_datasets(pipeline, catalog)
+        external = check_external_datasets(pipeline, catalog, env=run_params.get("env"))
         if external and (run_params.get("runtime_params") or {}).get("external_faces"):
             raise DatasetError(f"--params external_faces points the single entry external_raw, but external.datasets "
                                f"lists {', '.join(external)}, so it would be ignored; add those faces as a catalog "
@@ -38,9 +38,12 @@ class RuntimeHooks:
                 raise DatasetError(f"The run needs '{name}' but nothing is at '{where}'. {advice}")
 
 
-def check_external_datasets(pipeline: Any, catalog: Any) -> list[str]:
+def check_external_datasets(pipeline: Any, catalog: Any, env: str | None = None) -> list[str]:
     """The ``external.datasets`` entries this pipeline reads; each must be a ``FaceSourceDataset``
-    catalog entry, else ``DatasetError`` (one line naming the entry and where to define it)."""
+    catalog entry, else ``DatasetError`` (one line naming the entry and where to define it: the
+    run's ``--env`` folder, since ``--env smoke`` reads ``conf/base`` and ``conf/smoke``, not
+    ``conf/local``)."""
+    folder = f"conf/{env}" if env and env != "local" else "conf/local"
     from age_gender.datasets import FaceSourceDataset
 
     names = ((catalog.load("parameters") or {}).get("external") or {}).get("datasets") or []
@@ -50,7 +53,7 @@ def check_external_datasets(pipeline: Any, catalog: Any) -> list[str]:
         if not isinstance(dataset, FaceSourceDataset):
             raise DatasetError(f"external.datasets lists '{name}', but the catalog has no FaceSourceDataset "
                                f"entry '{name}' (found {type(dataset).__name__ if dataset is not None else 'none'}); define it in "
-                               f"conf/local/catalog.yml (type: age_gender.datasets.FaceSourceDataset, "
+                               f"{folder}/catalog.yml (type: age_gender.datasets.FaceSourceDataset, "
                                f"filepath: ..., see docs/datasets.md) or remove it from external.datasets")
     return used
 
@@ -169,11 +172,14 @@ def _every_pipeline() -> dict[str, Any]:
     return found
 
 
-def check_inputs_exist(pipeline: Any, catalog: Any, registry: Mapping[str, Any] | None = None) -> None:
+def check_inputs_exist(pipeline: Any, catalog: Any, registry: Mapping[str, Any] | None = None,
+                       env: str | None = None) -> None:
     """Refuse a run whose inputs an earlier run should have written but has not (``split``
     before ``ingestion``), before any node runs, naming the pipelines that write them.
 
     ``registry``: pipeline name -> Pipeline (default: the project's registered pipelines).
+    ``env``: the run's ``--env``; the commands the message names carry it (``kedro run --env
+    smoke --pipeline ingestion``), since the other environment's outputs would not help.
     Raises ``ActionableError``."""
     missing = []
     for name in sorted(pipeline.inputs()):
@@ -195,10 +201,11 @@ def check_inputs_exist(pipeline: Any, catalog: Any, registry: Mapping[str, Any] 
     ordered = [n.name for n in registry["__default__"].nodes] if "__default__" in registry else []
     producers.sort(key=lambda key: min((ordered.index(n.name) for n in registry[key].nodes if n.name in ordered),
                                        default=len(ordered)))
-    verb = "does" if len(missing) == 1 else "do"
-    fix = (" then ".join(f"`kedro run --pipeline {key}`" for key in producers) + " first"
+    verb, pronoun = ("does", "it") if len(missing) == 1 else ("do", "them")
+    run = f"kedro run --env {env}" if env and env != "local" else "kedro run"
+    fix = (" then ".join(f"`{run} --pipeline {key}`" for key in producers) + " first"
            if producers else "run the pipeline that writes it first, or point the catalog entry at an existing file")
-    raise ActionableError(f"{', '.join(missing)} {verb} not exist yet (this run reads it)", f"run {fix}"
+    raise ActionableError(f"{', '.join(missing)} {verb} not exist yet (this run reads {pronoun})", f"run {fix}"
                           if producers else fix)
 
 
@@ -324,7 +331,8 @@ def last_line(error: BaseException, node: str | None = None) -> str:
 
 def _print_failures() -> None:
     """Wrap ``sys.excepthook`` (Kedro's rich traceback) once, so that a failed ``kedro run`` ends
-    with one line on stderr: a parameter error prints only its line (no traceback unless
+    with one line on stderr: a parameter error, or a refusal (``ActionableError``,
+    ``DatasetError``) before any node started, prints only its line (no traceback unless
     ``AGE_GENDER_TRACEBACK=1``); any other failure prints its traceback, then :func:`last_line`."""
     import os
 
@@ -334,6 +342,8 @@ def _print_failures() -> None:
 
     def hook(kind, value, traceback):
         brief = _parameter_error_line(value)
+        if brief is None and not IntegrityHooks.node_started and isinstance(value, (ActionableError, DatasetError)):
+            brief = last_line(value)  # refused before any node ran: the cause and fix, no traceback
         if brief is None or os.environ.get("AGE_GENDER_TRACEBACK") == "1":
             previous(kind, value, traceback)
         if isinstance(value, Exception):
@@ -349,16 +359,23 @@ class IntegrityHooks:
     cause and the fix."""
 
     failed_node: str | None = None
+    #: whether a node of this process's run has started: a refusal before that (a hook's
+    #: ``ActionableError`` or ``DatasetError``) prints its one line without a traceback
+    node_started: bool = False
 
     @hook_impl
     def after_context_created(self, context: Any) -> None:
         _print_failures()
 
     @hook_impl
+    def before_node_run(self, node: Any) -> None:
+        IntegrityHooks.node_started = True
+
+    @hook_impl
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:
         IntegrityHooks.failed_node = None
         check_outputs_writable(pipeline, catalog)
-        check_inputs_exist(pipeline, catalog)
+        check_inputs_exist(pipeline, catalog, env=run_params.get("env"))
         check_load_versions(run_params.get("load_versions"), pipeline, catalog)
         check_versions(pipeline, catalog)
         check_splits_and_lineage(pipeline, catalog)

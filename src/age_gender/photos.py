@@ -57,17 +57,26 @@ class PhotoResult:
 def load_model(model: Any):
     """A Keras model as given, or loaded from a ``.keras`` path (the project's layers registered).
 
+    A folder of Kedro versions (``transfer.keras/<timestamp>/transfer.keras``, as the pipelines
+    save models) means its newest version.
+
     Raises:
-        ValueError: the path does not exist, is not a ``.keras`` file, or Keras cannot load it.
+        ValueError: the path does not exist, is not a ``.keras`` file, is damaged (not a zip:
+            cut short), or Keras cannot load it.
     """
     if not isinstance(model, (str, os.PathLike)):
         if not (hasattr(model, "predict") and hasattr(model, "input_shape")):
             raise ValueError(f"model must be a keras.Model or a path to a .keras file, got {type(model).__name__}")
         return model
     path = Path(model).expanduser()
+    if path.is_dir():  # a Kedro versioned model: <name>.keras/<timestamp>/<name>.keras, newest first
+        versions = sorted(path.glob(f"*/{path.name}"), reverse=True)
+        if versions:
+            path = versions[0]
     if not path.is_file():
         raise ValueError(f"no model file at '{path}': give the path of a trained .keras model "
-                         f"(e.g. data/06_models/transfer_model.keras)")
+                         f"(e.g. data/06_models/transfer.keras, its newest version, or "
+                         f"data/06_models/transfer.keras/<version>/transfer.keras)")
     if path.suffix != ".keras":
         raise ValueError(f"'{path}' is not a .keras model file: give a model saved by this project (.keras)")
     import keras
@@ -77,6 +86,11 @@ def load_model(model: Any):
     try:
         return keras.models.load_model(path, compile=False)
     except Exception as error:  # Keras raises many types for a damaged archive
+        import zipfile
+
+        if not zipfile.is_zipfile(path):  # Keras says "File not found" about a file that is there
+            raise ValueError(f"'{path}' is not a readable .keras model (damaged, e.g. cut short, or not a "
+                             f"Keras 3 file): retrain it, or give another version of the model") from None
         raise ValueError(f"cannot load the model '{path}' ({type(error).__name__}: "
                          f"{' '.join(str(error).split())[:200]}): is it a complete .keras file?") from None
 

@@ -128,9 +128,23 @@ def test_a_run_before_the_run_that_writes_its_inputs_is_refused_naming_it(kedro_
     pipelines to run first, before any node, instead of a dataset traceback."""
     monkeypatch.setenv("UTKFACE_ARCHIVE", str(sample_archive))
     with pytest.raises(ActionableError, match=r"^face_cache, face_manifest, ingestion_report do not exist yet "
-                                              r"\(this run reads it\): run `kedro run --pipeline ingestion` first$"):
+                                              r"\(this run reads them\): run `kedro run --pipeline ingestion` first$"):
         run_kedro(kedro_project, "split", TINY)
+    # the commands named carry the run's environment: the default one's outputs would not help
+    with pytest.raises(ActionableError, match=r"\(this run reads them\): run `kedro run --env smoke --pipeline "
+                                              r"ingestion` first$"):
+        run_kedro(kedro_project, "split", TINY, env="smoke")
     with pytest.raises(ActionableError, match=r"face_splits.* do not exist yet .*: run `kedro run --pipeline "
                                               r"ingestion` then `kedro run --pipeline split` first$"):
         run_kedro(kedro_project, "transfer", TINY)
     assert not list((kedro_project / "data" / "05_model_input").glob("*.parquet"))
+    # through the real CLI: a refusal before any node is its one line, without a traceback
+    env = {**os.environ, "UTKFACE_ARCHIVE": str(sample_archive),
+           "PYTHONPATH": str(REPO / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    env.pop("AGE_GENDER_TRACEBACK", None)
+    done = subprocess.run([sys.executable, "-m", "kedro", "run", "--env", "smoke", "--pipeline", "split"],
+                          cwd=kedro_project, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert done.stderr.strip().splitlines()[-1] == (
+        "ERROR: face_cache, face_manifest, ingestion_report do not exist yet (this run reads them). "
+        "Fix: run `kedro run --env smoke --pipeline ingestion` first."), done.stderr[-500:]
