@@ -65,6 +65,18 @@ def test_every_photo_keeps_its_own_annotation_and_16_bit_gray_is_read(project):
 
 
 def test_the_file_size_cap_is_the_parameter(project):
-    report, table = _run(project, max_file_mb=0.002)  # 2 kB: every photo here is larger
+    import logging
+
+    lines: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: lines.append(record.getMessage())
+    logger = logging.getLogger("age_gender.pipelines.predict.nodes")
+    logger.addHandler(handler)
+    try:
+        report, table = _run(project, max_file_mb=0.002)  # 2 kB: every photo here is larger
+    finally:
+        logger.removeHandler(handler)
     assert set(report["unreadable"]) == {"portrait.jpg", "portrait.png", "a/b.jpg", "a__b.jpg", "deep.png"}
     assert all(v.startswith("too_large:") for v in report["unreadable"].values()) and table.empty
+    # an empty result is said on the console, not only inside the report
+    assert "WARNING: 0 face(s) in 0 photo(s); 5 unreadable: see predict_report.json" in lines

@@ -4,6 +4,7 @@ predict them in batches, and draw the result on each photo (machinery: ``age_gen
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Mapping
 from functools import partial
 from typing import Any
@@ -21,6 +22,8 @@ from age_gender.photos import (
     reader,
 )
 from age_gender.reporting import flip_average
+
+logger = logging.getLogger(__name__)
 
 
 def annotated_name(name: str, taken: set[str]) -> str:
@@ -71,4 +74,9 @@ def predict_photos(photos: FaceSource, params: Mapping[str, Any], inference: Map
         annotated[key] = partial(_annotated, readers[result.name], result.rows)
         report["annotated"][result.name] = f"{key}.jpg"  # photo -> its file in annotated_photos/
     report["faces"] = len(rows)
+    left_out = {"without a face": len(report["no_face"]), "unreadable": len(report["unreadable"]),
+                "refused": len(report["refused"])}
+    if any(left_out.values()):  # said on the console too, not only inside predict_report.json
+        logger.warning("WARNING: %d face(s) in %d photo(s); %s: see predict_report.json", len(rows),
+                       len(report["annotated"]), ", ".join(f"{n} {what}" for what, n in left_out.items() if n))
     return pd.DataFrame(rows, columns=COLUMNS), annotated, report
