@@ -486,6 +486,23 @@ def unversioned_file_message(path: Path) -> tuple[str, str]:
             f"mv {path}.old {path}/{version}/{path.name}`) or remove it")
 
 
+def newest_version(path: Path) -> Path:
+    """``path``, or when it is a folder of model versions (``<name>/<version>/<name>``, as the
+    versioned model entries save) the file its newest version holds, as a load without
+    ``--load-versions`` reads it; ``path`` unchanged when the folder holds no version."""
+    if not path.is_dir():
+        return path
+    return KerasModelDataset(str(path), version=Version(None, None))._read_path() or path
+
+
+def damaged_model(path: Path) -> str | None:
+    """Why the file at ``path`` cannot be a ``.keras`` model (one is a zip archive: a file cut
+    short or of another kind is not), or None. Keras itself reports such a file as "File not found"."""
+    if zipfile.is_zipfile(path):
+        return None
+    return f"'{path}' is not a readable .keras model (damaged, e.g. cut short, or not a Keras 3 file)"
+
+
 class KerasModelDataset(_LocalVersioned):
     """A Keras 3 model in the native ``.keras`` format, saved atomically (also when versioned).
 
@@ -518,9 +535,9 @@ class KerasModelDataset(_LocalVersioned):
         try:
             return keras.models.load_model(path, compile=self._compile)
         except Exception as error:  # a truncated or foreign file: Keras says "File not found" or worse
-            if not zipfile.is_zipfile(path):
-                raise DatasetError(f"'{path}' is not a readable .keras model (damaged or not a Keras 3 file): "
-                                   f"retrain it, or load an older version with --load-versions.") from error
+            damaged = damaged_model(path)
+            if damaged:
+                raise DatasetError(f"{damaged}: retrain it, or load an older version with --load-versions.") from error
             raise
 
     def save(self, model: Any) -> None:

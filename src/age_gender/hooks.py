@@ -161,15 +161,11 @@ def _every_pipeline() -> dict[str, Any]:
     import importlib
     import pkgutil
 
-    from kedro.pipeline import Pipeline
-
     import age_gender.pipelines
-    from age_gender.pipeline_registry import DEFAULT_PIPELINES
+    from age_gender.pipeline_registry import with_default
 
-    found = {info.name: importlib.import_module(f"age_gender.pipelines.{info.name}").create_pipeline()
-             for info in pkgutil.iter_modules(age_gender.pipelines.__path__) if info.ispkg}
-    found["__default__"] = sum((found[name] for name in DEFAULT_PIPELINES if name in found), Pipeline([]))
-    return found
+    return with_default({info.name: importlib.import_module(f"age_gender.pipelines.{info.name}").create_pipeline()
+                         for info in pkgutil.iter_modules(age_gender.pipelines.__path__) if info.ispkg})
 
 
 def check_inputs_exist(pipeline: Any, catalog: Any, registry: Mapping[str, Any] | None = None,

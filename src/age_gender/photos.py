@@ -68,11 +68,9 @@ def load_model(model: Any):
         if not (hasattr(model, "predict") and hasattr(model, "input_shape")):
             raise ValueError(f"model must be a keras.Model or a path to a .keras file, got {type(model).__name__}")
         return model
-    path = Path(model).expanduser()
-    if path.is_dir():  # a Kedro versioned model: <name>.keras/<timestamp>/<name>.keras, newest first
-        versions = sorted(path.glob(f"*/{path.name}"), reverse=True)
-        if versions:
-            path = versions[0]
+    from age_gender.datasets import damaged_model, newest_version
+
+    path = newest_version(Path(model).expanduser())  # a Kedro versioned model folder: its newest version
     if not path.is_file():
         raise ValueError(f"no model file at '{path}': give the path of a trained .keras model "
                          f"(e.g. data/06_models/transfer.keras, its newest version, or "
@@ -86,11 +84,9 @@ def load_model(model: Any):
     try:
         return keras.models.load_model(path, compile=False)
     except Exception as error:  # Keras raises many types for a damaged archive
-        import zipfile
-
-        if not zipfile.is_zipfile(path):  # Keras says "File not found" about a file that is there
-            raise ValueError(f"'{path}' is not a readable .keras model (damaged, e.g. cut short, or not a "
-                             f"Keras 3 file): retrain it, or give another version of the model") from None
+        damaged = damaged_model(path)
+        if damaged:
+            raise ValueError(f"{damaged}: retrain it, or give another version of the model") from None
         raise ValueError(f"cannot load the model '{path}' ({type(error).__name__}: "
                          f"{' '.join(str(error).split())[:200]}): is it a complete .keras file?") from None
 

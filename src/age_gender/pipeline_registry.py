@@ -11,7 +11,11 @@ DEFAULT_PIPELINES = ("ingestion", "split", "scratch", "transfer", "evaluation")
 
 def register_pipelines() -> dict[str, Pipeline]:
     """Register every pipeline under ``pipelines/`` by folder name, plus ``__default__``."""
-    pipelines = find_pipelines(raise_errors=True)
+    return with_default(find_pipelines(raise_errors=True))
+
+
+def with_default(pipelines: dict[str, Pipeline]) -> dict[str, Pipeline]:
+    """``pipelines`` with ``__default__``: the ``DEFAULT_PIPELINES`` among them, joined."""
     pipelines["__default__"] = sum(
         (pipelines[name] for name in DEFAULT_PIPELINES if name in pipelines), Pipeline([])
     )
