@@ -29,6 +29,7 @@ artifacts under ``mlruns/`` (both git-ignored). ``AGE_GENDER_TRACKING=off`` turn
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -107,13 +108,8 @@ def mlflow_hook() -> Any:
     return _batched_hook_class()()
 
 
-_BATCHED_HOOK: Any = None
-
-
+@functools.cache  # one class per process, built on first use (it imports MLflow)
 def _batched_hook_class() -> Any:
-    global _BATCHED_HOOK
-    if _BATCHED_HOOK is not None:
-        return _BATCHED_HOOK
     import mlflow
     from kedro_mlflow.framework.hooks.mlflow_hook import MlflowHook
     from mlflow.entities import Param
@@ -146,8 +142,7 @@ def _batched_hook_class() -> Any:
             pending[name] = text
             return None
 
-    _BATCHED_HOOK = BatchedParamsMlflowHook
-    return _BATCHED_HOOK
+    return BatchedParamsMlflowHook
 
 
 def git_state(project_path: str | Path) -> dict[str, str]:
