@@ -269,12 +269,14 @@ def bench_mixed_precision(quick: bool) -> dict:
 
 
 def _determinism_run(deterministic: bool, quick: bool, threads: tuple[int, int] | None = None) -> dict:
-    """Scratch CNN 10 at the base size (the dtype policy ``auto`` picks, as the pipeline does),
-    trained from a fixed seed on fixed real faces: images/s and a hash of the weights after."""
+    """Scratch CNN 10 at the base size (the dtype policy ``auto`` picks, as the pipeline does) and
+    MobileNetV2 fine-tuning at 128 px, each trained from a fixed seed on fixed real faces: images/s
+    and a hash of the weights after, per model, and the thread pools TensorFlow ran with."""
     import hashlib
 
     import numpy as np
     import pandas as pd
+    import tensorflow as tf
 
     import age_gender.training
     from age_gender.training import (
@@ -285,6 +287,9 @@ def _determinism_run(deterministic: bool, quick: bool, threads: tuple[int, int] 
         make_dataset,
         set_seeds,
     )
+
+    def digest(model) -> str:
+        return hashlib.sha256(b"".join(np.asarray(w).tobytes() for w in model.get_weights())).hexdigest()[:16]
 
     if threads:
         age_gender.training.DETERMINISTIC_THREADS = threads
@@ -297,9 +302,15 @@ def _determinism_run(deterministic: bool, quick: bool, threads: tuple[int, int] 
     set_seeds(0)
     model = _cnn(size, BASE["width_multiplier"], float(np.mean(ages)), dtype=dtype)
     dataset = make_dataset(data, batch, shuffle=True, seed=0, augment=augmentation(AUGMENT, 0))
-    speed = _timed_fit(model, dataset, 8 if quick else 24)
-    digest = hashlib.sha256(b"".join(np.asarray(w).tobytes() for w in model.get_weights())).hexdigest()[:16]
-    return {"images_per_s": speed, "weights": digest, "applied": applied}
+    scratch = {"images_per_s": _timed_fit(model, dataset, 8 if quick else 24), "weights": digest(model)}
+    set_seeds(0)
+    _, fine_data = _fine_tune_data(128, 128, 32)
+    set_seeds(0)
+    fine_model = _fine_tune_model("mobilenet_v2", 128, 40)
+    fine = {"images_per_s": _timed_fit(fine_model, fine_data, 3 if quick else 8), "weights": digest(fine_model)}
+    return {"scratch": scratch, "fine_tune": fine, "applied": applied,
+            "threads": [tf.config.threading.get_intra_op_parallelism_threads(),
+                        tf.config.threading.get_inter_op_parallelism_threads()]}
 
 
 def _determinism_off(quick: bool) -> dict:
@@ -314,26 +325,34 @@ def _determinism_single(quick: bool) -> dict:
     return _determinism_run(True, quick, (1, 1))
 
 
+def _determinism_inter_op_per_core(quick: bool) -> dict:
+    import os
+
+    return _determinism_run(True, quick, (os.cpu_count() or 1,) * 2)
+
+
 def bench_determinism(quick: bool) -> dict:
-    """``device.deterministic``: the scratch CNN's training speed with the project's setting
-    (``on``: TensorFlow's op determinism, one intra-op thread per core, one inter-op thread) and
-    with op determinism on single-threaded pools (``single``), against the default kernels
-    (``off``); each in a fresh process (threads are fixed per process), alternating, best of two;
-    and whether the two runs of each give bit-identical weights."""
-    runs = {"off": [], "on": [], "single": []}
+    """``device.deterministic``: training speed of the scratch CNN (base size) and of MobileNetV2
+    fine-tuning (128 px, last 40 layers) with the project's setting (``on``: TensorFlow's op
+    determinism, one intra-op thread per core, one inter-op thread), with op determinism and one
+    inter-op thread per core too (``inter_op_per_core``) and on single-threaded pools
+    (``single``), against the default kernels (``off``); each in a fresh process (threads are fixed
+    per process), alternating, best of two; and whether the two runs of each give bit-identical
+    weights (both models)."""
+    runs = {"off": [], "on": [], "inter_op_per_core": [], "single": []}
     for _ in range(2):
         for name in runs:
             runs[name].append(run_isolated(f"_determinism_{name}", quick))
-    speed = {name: max(r["images_per_s"] for r in rows) for name, rows in runs.items()}
-    same = {name: rows[0]["weights"] == rows[1]["weights"] for name, rows in runs.items()}
-    return {"scratch_train_default_images_per_s": round(speed["off"], 1),
-            "scratch_train_deterministic_images_per_s": round(speed["on"], 1),
-            "scratch_train_deterministic_single_thread_images_per_s": round(speed["single"], 1),
-            "deterministic_vs_default_ratio": round(speed["on"] / speed["off"], 2),
-            "deterministic_single_thread_vs_default_ratio": round(speed["single"] / speed["off"], 2),
-            "default_runs_identical": same["off"], "deterministic_runs_identical": same["on"],
-            "deterministic_single_thread_runs_identical": same["single"],
-            "deterministic_applied": all(r["applied"] for r in runs["on"] + runs["single"])}
+    result = {}
+    for model in ("scratch", "fine_tune"):
+        speed = {name: max(r[model]["images_per_s"] for r in rows) for name, rows in runs.items()}
+        result[f"{model}_images_per_s"] = {name: round(v, 1) for name, v in speed.items()}
+        result[f"{model}_ratio_to_default"] = {name: round(v / speed["off"], 2) for name, v in speed.items()}
+        result[f"{model}_runs_identical"] = {name: rows[0][model]["weights"] == rows[1][model]["weights"]
+                                             for name, rows in runs.items()}
+    result["threads"] = {name: rows[0]["threads"] for name, rows in runs.items()}
+    result["deterministic_applied"] = all(r["applied"] for name in ("on", "inter_op_per_core", "single") for r in runs[name])
+    return result
 
 
 def bench_paper_scratch(quick: bool) -> dict:

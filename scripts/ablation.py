@@ -110,6 +110,9 @@ def main() -> None:
     out = Path(args.out or REPO / "data" / "08_reporting" / f"ablation_{args.pipeline}")
     out.mkdir(parents=True, exist_ok=True)
     configured = KedroSession.create(REPO, env=args.env).load_context()
+    from age_gender.training import configure_determinism
+
+    configure_determinism(configured.params["device"])  # before any data loads: threads fix once, first
     catalog = configured.catalog
     data = {key: catalog.load(key) if catalog.exists(key) else None for key in inputs}
     checkpoints = inputs[-1]
