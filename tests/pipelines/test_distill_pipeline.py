@@ -81,7 +81,7 @@ def test_the_student_is_the_scratch_cnn_reported_as_its_own_model(distilled):
     model = keras.models.load_model(saved(distilled / "data" / "06_models" / "distilled.keras"))
     scratch = keras.models.load_model(saved(distilled / "data" / "06_models" / "scratch.keras"))
     assert model.input_shape == scratch.input_shape and model.count_params() == scratch.count_params()
-    history = _json(distilled, "distilled_history.json")
+    history = json.loads(saved(distilled / "data" / "07_model_output" / "distilled_history.json").read_text())
     assert all(0 <= a <= 1 for a in history["gender_accuracy"])
 
 
