@@ -7,7 +7,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from age_gender.distill import check_targets, check_teacher, student_data, targets_key, unlabelled_rows
+from age_gender.distill import (
+    check_targets,
+    check_teacher,
+    student_data,
+    targets_key,
+    unlabelled_rows,
+)
 from age_gender.lineage import LineageError
 from age_gender.params import ParameterError, validate_parameters
 
