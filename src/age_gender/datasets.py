@@ -650,11 +650,11 @@ def _kedro_dataset(module: str, name: str) -> type:
 
 
 def written_by_a_pipeline(dataset: Any) -> bool:
-    """True for a plain file or folder entry that has no meaning until a pipeline wrote it; the
-    optional inputs (a model not trained yet, a search winner: they load None) and raw sources
-    (their own errors) are False."""
+    """True for a plain file or folder entry that has no meaning until a pipeline wrote it (and a
+    model entry without ``missing_ok``, e.g. ``distilled_model``); the optional inputs (a model
+    not trained yet, a search winner: they load None) and raw sources (their own errors) are False."""
     return isinstance(dataset, (_AtomicSave, SwappedFolderDataset)) or type(dataset).__module__.startswith(
-        "kedro_datasets")
+        "kedro_datasets") or (isinstance(dataset, KerasModelDataset) and not dataset._missing_ok)
 
 
 class AtomicParquetDataset(_AtomicSave, _kedro_dataset("pandas", "ParquetDataset")):

@@ -189,7 +189,8 @@ def check_trained_on(face_splits: pd.DataFrame, model: str, info: Mapping[str, A
         what = ("records no split id (trained by an older version)" if trained is None else
                 f"was trained on another split table (split id {short(trained)} vs {short(current)} now)")
         raise LineageError(f"{model}_model {what}; its test rows may include faces it trained on",
-                           f"rerun `kedro run --pipeline {model}` (or restore the split it was trained on)")
+                           f"rerun `kedro run --pipeline {info.get('pipeline') or model}` (or restore the split "
+                           "it was trained on)")
 
 
 def _table_id(face_splits: pd.DataFrame, column: str, what: str, several: str) -> str:

@@ -35,7 +35,7 @@ from pydantic.fields import FieldInfo
 __all__ = [
     "GROUPS", "RUNTIME_KEYS", "ParameterError", "validate_group", "validate_parameters",
     "groups_read_by", "Inference", "Evaluation", "Device", "Ingestion", "Predict", "Split", "ScratchTraining",
-    "ScratchTrainingOverrides", "Scratch", "ScratchSearch", "Transfer", "Export", "Fairness",
+    "ScratchTrainingOverrides", "Scratch", "ScratchSearch", "Distill", "Transfer", "Export", "Fairness",
 ]
 
 
@@ -166,11 +166,24 @@ class Fairness(_Group):
         return self
 
 
-class Evaluation(_Group):
-    """``evaluation``: how the metrics state their uncertainty, and the fairness report's groups."""
+#: Models the evaluation pipeline can judge (each has ``{name}_model`` and ``{name}_training_info``).
+ModelName = Literal["scratch", "transfer", "distilled"]
 
+
+class Evaluation(_Group):
+    """``evaluation``: the models judged (in this order; paired differences for every pair), how
+    the metrics state their uncertainty, and the fairness report's groups."""
+
+    models: Annotated[list[ModelName], Field(min_length=1)]
     bootstrap: BootstrapSetting
     fairness: Fairness
+
+    @model_validator(mode="after")
+    def _models_once(self):
+        twice = sorted({n for n in self.models if self.models.count(n) > 1})
+        if twice:
+            raise ValueError(f"models lists {', '.join(twice)} more than once; list each model once")
+        return self
 
 
 ExportFormat = Literal["saved_model", "tflite_float32", "tflite_int8", "onnx"]
@@ -404,6 +417,18 @@ class Scratch(_Group):
     training: ScratchTrainingOverrides
 
 
+class Distill(_Group):
+    """``distill``: how many faces of the unused split the transfer model labels (an integer >= 1,
+    or ``all``; a seeded random subset), the subset's seed, overrides of ``scratch_training`` for
+    the student (after ``scratch.training``) and the gender targets (``soft``: the teacher's
+    P(female); ``hard``: rounded to 0/1)."""
+
+    unlabelled_faces: Count | Literal["all"]
+    seed: Seed
+    training: ScratchTrainingOverrides
+    gender_targets: Literal["soft", "hard"]
+
+
 class ScratchSearch(_Group):
     """``scratch_search``: the grid (candidate name -> architecture, run in this order), how many
     run (a count, ``all`` or null = all) and overrides of ``scratch_training`` for the search."""
@@ -503,6 +528,7 @@ GROUPS: dict[str, type[_Group]] = {
     "inference": Inference, "evaluation": Evaluation, "device": Device, "ingestion": Ingestion, "predict": Predict,
     "split": Split, "scratch_training": ScratchTraining, "scratch": Scratch,
     "scratch_search": ScratchSearch, "transfer": Transfer, "external": External, "export": Export,
+    "distill": Distill,
 }
 # Top-level keys that are not groups: raw-input paths the catalog reads from runtime parameters
 # (`--params external_faces=...`, `--params photos=...`).
@@ -733,18 +759,20 @@ def validate_parameters(params: Mapping[str, Any], groups: Iterable[str] | None 
         except ParameterError as error:
             problems.append(str(error))
     base = checked.get("scratch_training")
-    if base is None and "scratch_training" in params and ({"scratch", "scratch_search"} & set(checked)):
+    if base is None and "scratch_training" in params and ({"scratch", "scratch_search", "distill"} & set(checked)):
         try:
             base = validate_group("scratch_training", params["scratch_training"])
         except ParameterError as error:
             problems.append(str(error))
     if base is not None:
-        for name in ("scratch", "scratch_search"):
+        for name in ("scratch", "scratch_search", "distill"):
             if name in checked:
                 try:
                     _merged_training(f"{name}.training", checked[name].training, base)
                 except ParameterError as error:
                     problems.append(str(error))
+                if name == "distill":
+                    continue
                 size = checked[name].training.model_dump(exclude_unset=True).get("input_size",
                                                                                   base.input_size)
                 if name == "scratch":
@@ -766,6 +794,6 @@ def groups_read_by(pipeline: Any) -> list[str]:
                 groups.append(name[len("params:"):].split(".", 1)[0])
             elif name == "parameters":
                 groups.extend(GROUPS)
-    if {"scratch", "scratch_search"} & set(groups):
+    if {"scratch", "scratch_search", "distill"} & set(groups):
         groups.append("scratch_training")
     return list(dict.fromkeys(groups))

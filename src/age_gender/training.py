@@ -416,8 +416,11 @@ def learning_rate_schedule(learning_rate: float, schedule: str | None, total_ste
 
 def compile_multitask(model, learning_rate, loss_weights: Mapping[str, float],
                       age_loss: str = "huber", jit_compile: bool | str = False, *,
-                      label_smoothing: float = 0.0, ema_momentum: float | None = None) -> None:
+                      label_smoothing: float = 0.0, ema_momentum: float | None = None,
+                      soft_gender_targets: bool = False) -> None:
     """Adam, Huber/MAE/MSE on age (years), binary cross-entropy on gender, per-task weights.
+    ``soft_gender_targets``: the gender targets are probabilities (a teacher's), so the gender
+    accuracy is measured against them rounded (``models.HardTargetBinaryAccuracy``).
     ``learning_rate`` is a float or a Keras schedule. ``label_smoothing`` (in [0, 1)) softens the
     gender targets (Szegedy et al. 2016); ``ema_momentum`` (None: off) makes Adam keep an
     exponential moving average of the weights (Polyak averaging), which ``resumable_fit``
@@ -434,9 +437,19 @@ def compile_multitask(model, learning_rate, loss_weights: Mapping[str, float],
         loss={"age": losses[age_loss], "gender": keras.losses.BinaryCrossentropy(label_smoothing=float(label_smoothing))},
         loss_weights={"age": float(loss_weights["age"]), "gender": float(loss_weights["gender"])},
         metrics={"age": [keras.metrics.MeanAbsoluteError(name="mae")],
-                 "gender": [keras.metrics.BinaryAccuracy(name="accuracy")]},
+                 "gender": [_gender_accuracy(soft_gender_targets)]},
         jit_compile=jit_compile,
     )
+
+
+def _gender_accuracy(soft_targets: bool):
+    import keras
+
+    if soft_targets:
+        from age_gender.models import HardTargetBinaryAccuracy
+
+        return HardTargetBinaryAccuracy(name="accuracy")
+    return keras.metrics.BinaryAccuracy(name="accuracy")
 
 
 # --- resumable fit ---------------------------------------------------------------------------
@@ -694,7 +707,8 @@ def fit_model(build: Callable[[str | None, Any], Any], train: FaceArrays, val: F
                                       round(float(settings.get("warmup_epochs", 0)) * per_epoch))
         compile_multitask(model, rate, settings["loss_weights"], settings.get("age_loss", "huber"),
                           device.get("jit_compile", False), label_smoothing=settings.get("label_smoothing", 0.0),
-                          ema_momentum=settings.get("ema_momentum"))
+                          ema_momentum=settings.get("ema_momentum"),
+                          soft_gender_targets=bool(settings.get("soft_gender_targets", False)))
 
     config = {"model": dict(identity), "training": fit_identity(settings),
               "data": data_key(train.rows, val.rows), "dtype": dtype, "backend": keras_backend()}

@@ -1,5 +1,7 @@
 from kedro.pipeline import Pipeline, node
 
+from age_gender.project_config import parameters
+
 from .fairness_nodes import compute_fairness, write_model_cards
 from .nodes import (
     comparison,
@@ -13,23 +15,34 @@ from .nodes import (
     predict_test_split,
 )
 
-# The models judged, by name: each has `{name}_model` and `{name}_training_info` catalog entries
-# (factory patterns). A third model is one more name here; no evaluation code changes.
+# The models judged by default, by name: each has `{name}_model` and `{name}_training_info` catalog
+# entries (factory patterns). The evaluation pipeline judges `evaluation.models` (parameters, read
+# when the pipeline is created, e.g. [scratch, transfer, distilled]); export, predict and
+# evaluate_external use these.
 MODELS = ("scratch", "transfer")
 
 
-def model_inputs(suffix: str) -> dict[str, str]:
-    return {name: f"{name}_{suffix}" for name in MODELS}
+def evaluated_models() -> tuple[str, ...]:
+    """``evaluation.models`` of this run's parameters (``MODELS`` when unset or malformed: the
+    parameter validation then says why, before any node runs)."""
+    names = (parameters().get("evaluation") or {}).get("models")
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) and n.isidentifier() for n in names):
+        return MODELS
+    return tuple(dict.fromkeys(names))
 
 
-def judging_nodes() -> list:
+def model_inputs(suffix: str, models: tuple[str, ...] = MODELS) -> dict[str, str]:
+    return {name: f"{name}_{suffix}" for name in models}
+
+
+def judging_nodes(models: tuple[str, ...] = MODELS) -> list:
     """Nodes from `evaluation_predictions` to metrics and plots; shared with `evaluate_external`."""
     return [
         node(compute_metrics, ["evaluation_predictions", "params:evaluation"], "evaluation_metrics",
              name="compute_metrics"),
         node(paired_differences, ["evaluation_predictions", "params:evaluation"], "paired_differences",
              name="paired_differences"),
-        node(headlines, {"metrics": "evaluation_metrics", **model_inputs("training_info")}, "test_metrics",
+        node(headlines, {"metrics": "evaluation_metrics", **model_inputs("training_info", models)}, "test_metrics",
              name="headlines"),
         node(comparison, ["test_metrics", "paired_differences"], ["model_comparison", "model_comparison_markdown", "model_comparison_plot"],
              name="compare_models"),
@@ -47,17 +60,18 @@ def fairness_nodes() -> list:
                  ["fairness_report", "fairness_heatmap_plot"], name="compute_fairness")]
 
 
-def model_card_node():
+def model_card_node(models: tuple[str, ...] = MODELS):
     """One Markdown model card per evaluated model; reads ``predict_report`` when one exists."""
     return node(write_model_cards,
                 {"metrics": "evaluation_metrics", "fairness": "fairness_report", "face_splits": "face_splits",
-                 "predict_report": "model_card_predict_report", **model_inputs("training_info")},
+                 "predict_report": "model_card_predict_report", **model_inputs("training_info", models)},
                 "model_cards", name="write_model_cards")
 
 
 def create_pipeline(**kwargs) -> Pipeline:
+    models = evaluated_models()
     predict = node(predict_test_split,
                    {"face_cache": "face_cache", "face_splits": "face_splits", "inference": "params:inference",
-                    **model_inputs("model")},
+                    **model_inputs("model", models)},
                    "evaluation_predictions", name="predict_test_split")
-    return Pipeline([predict, *judging_nodes(), model_card_node()])
+    return Pipeline([predict, *judging_nodes(models), model_card_node(models)])

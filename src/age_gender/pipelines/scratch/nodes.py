@@ -9,18 +9,8 @@ import pandas as pd
 
 from age_gender.lineage import splits_split_id
 from age_gender.reporting import plot_learning_curves
-from age_gender.scratch import architecture_of, fit_cnn
+from age_gender.scratch import choose_architecture, fit_cnn
 from age_gender.training import training_info
-
-
-def choose_architecture(scratch: Mapping[str, Any], winner: Mapping[str, Any] | None) -> dict[str, Any]:
-    """The configured architecture, or the search's winner when ``use_search_winner`` is set."""
-    if scratch.get("use_search_winner"):
-        if not winner or "architecture" not in winner:
-            raise ValueError("scratch.use_search_winner is true but there is no search result: "
-                             "run `kedro run --pipeline scratch_search` first.")
-        return architecture_of(winner["architecture"])
-    return architecture_of(scratch["architecture"])
 
 
 def train_scratch_model(face_cache: Mapping[str, Any], face_splits: pd.DataFrame,
