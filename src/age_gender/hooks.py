@@ -38,12 +38,18 @@ class RuntimeHooks:
                 raise DatasetError(f"The run needs '{name}' but nothing is at '{where}'. {advice}")
 
 
+def conf_folder(env: str | None) -> str:
+    """The folder a run's own settings belong in: ``conf/<env>`` for ``--env <env>``, else
+    ``conf/local`` (``--env smoke`` reads ``conf/base`` and ``conf/smoke``, not ``conf/local``)."""
+    return f"conf/{env}" if env and env != "local" else "conf/local"
+
+
 def check_external_datasets(pipeline: Any, catalog: Any, env: str | None = None) -> list[str]:
     """The ``external.datasets`` entries this pipeline reads; each must be a ``FaceSourceDataset``
     catalog entry, else ``DatasetError`` (one line naming the entry and where to define it: the
     run's ``--env`` folder, since ``--env smoke`` reads ``conf/base`` and ``conf/smoke``, not
     ``conf/local``)."""
-    folder = f"conf/{env}" if env and env != "local" else "conf/local"
+    folder = conf_folder(env)
     from age_gender.datasets import FaceSourceDataset
 
     names = ((catalog.load("parameters") or {}).get("external") or {}).get("datasets") or []
@@ -130,10 +136,11 @@ def _not_writable(folder: Path) -> str | None:
     return None
 
 
-def check_outputs_writable(pipeline: Any, catalog: Any) -> None:
+def check_outputs_writable(pipeline: Any, catalog: Any, env: str | None = None) -> None:
     """Refuse a run whose output folders cannot be written, before any node runs.
 
-    Raises ``ActionableError`` naming the folder and the datasets that would be written there.
+    Raises ``ActionableError`` naming the folder, the datasets that would be written there and
+    the catalog file of the run's ``--env`` to point them elsewhere.
     """
     from age_gender.datasets import WorkingDirectoryDataset
 
@@ -152,7 +159,7 @@ def check_outputs_writable(pipeline: Any, catalog: Any) -> None:
         if reason:
             raise ActionableError(f"{reason}, where this run writes {', '.join(names)}",
                                   f"make '{folder}' writable, or point these catalog entries "
-                                  "elsewhere in conf/local/catalog.yml")
+                                  f"elsewhere in {conf_folder(env)}/catalog.yml")
 
 
 def _every_pipeline() -> dict[str, Any]:
@@ -370,7 +377,7 @@ class IntegrityHooks:
     @hook_impl
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:
         IntegrityHooks.failed_node = None
-        check_outputs_writable(pipeline, catalog)
+        check_outputs_writable(pipeline, catalog, env=run_params.get("env"))
         check_inputs_exist(pipeline, catalog, env=run_params.get("env"))
         check_load_versions(run_params.get("load_versions"), pipeline, catalog)
         check_versions(pipeline, catalog)

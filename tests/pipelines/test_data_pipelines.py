@@ -106,6 +106,23 @@ def test_split_leaving_test_empty_is_refused_and_writes_nothing(kedro_project, s
     assert not (kedro_project / "data" / "05_model_input" / "face_splits.parquet").exists()
 
 
+@pytest.mark.parametrize("env, where", [(None, "conf/local"), ("local", "conf/local"), ("smoke", "conf/smoke")])
+def test_unwritable_output_fix_names_the_runs_own_conf_folder(tmp_path, env, where):
+    """`--env smoke` does not read conf/local: the fix names the catalog the run reads."""
+    from kedro.io import DataCatalog
+    from kedro.pipeline import Pipeline, node
+    from kedro_datasets.json import JSONDataset
+
+    from age_gender.hooks import check_outputs_writable
+
+    folder = tmp_path / "reports"
+    folder.mkdir()
+    catalog = DataCatalog({"report": JSONDataset(filepath=str(folder / "report.json"))})
+    pipeline = Pipeline([node(lambda: {}, None, "report", name="make_report")])
+    with read_only(folder), pytest.raises(ActionableError, match=rf"elsewhere in {where}/catalog\.yml$"):
+        check_outputs_writable(pipeline, catalog, env=env)
+
+
 def test_failed_kedro_run_ends_with_one_line_naming_cause_and_fix(kedro_project, sample_archive):
     """Through the real CLI: the traceback may come first, the last line is the cause and fix."""
     reporting = kedro_project / "data" / "08_reporting"
