@@ -105,6 +105,12 @@ def test_decode_sets_aside_empty_and_truncated(archive_members, cut, reason):
     assert result.arrays is None and result.reason == reason and result.detail
 
 
+def test_decode_names_a_non_image_without_pillows_buffer_text():
+    result = decode_face(b"shopping list: eggs, milk\n", (64,), 10**7)
+    assert result.reason == "unreadable_image"
+    assert result.detail == "not an image format Pillow can read" and "BytesIO" not in result.detail
+
+
 def test_decode_sets_aside_decompression_bomb():
     image = Image.new("L", (6000, 6000))
     out = io.BytesIO()

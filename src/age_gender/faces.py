@@ -150,6 +150,8 @@ def _open_rgb(data: bytes, max_pixels: int, min_side: int, draft: int | None) ->
                 image = ImageOps.exif_transpose(image)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         return None, DecodedImage(None, "decompression_bomb", str(error))
+    except Image.UnidentifiedImageError:  # its text names PIL's in-memory buffer, not the file
+        return None, DecodedImage(None, "unreadable_image", "not an image format Pillow can read")
     except Exception as error:  # PIL raises many types for broken files
         return None, DecodedImage(None, "unreadable_image", f"{type(error).__name__}: {error}")
     if image.mode in _DEEP_MODES:
