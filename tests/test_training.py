@@ -16,7 +16,7 @@ def _data(n=64, seed=0):
                       rng.integers(0, 2, n).astype(np.float32), pd.DataFrame({"cache_index": range(n)}))
 
 
-def _fit(tmp_path, epochs, callbacks=(), time_budget_s=None, **compile_options):
+def _fit(tmp_path, epochs, callbacks=(), time_budget_s=None, restore_best_weights=True, **compile_options):
     data = _data()
     train = make_dataset(data, 16, shuffle=True, seed=1)
     val = make_dataset(_data(32, 1), 16, shuffle=False, seed=1)
@@ -28,7 +28,8 @@ def _fit(tmp_path, epochs, callbacks=(), time_budget_s=None, **compile_options):
     return resumable_fit(build, lambda m: compile_multitask(m, 1e-3, {"age": 0.1, "gender": 1.0}, **compile_options),
                          train, val, epochs=epochs, patience=50, min_delta=0.0,
                          checkpoint_dir=tmp_path / "ckpt", config={"test": 1},
-                         extra_callbacks=callbacks, time_budget_s=time_budget_s)
+                         extra_callbacks=callbacks, time_budget_s=time_budget_s,
+                         restore_best_weights=restore_best_weights)
 
 
 class Interrupt(Exception):
@@ -64,6 +65,32 @@ def test_ema_weights_are_the_ones_validated_kept_and_returned(tmp_path):
     assert again["loss"] == pytest.approx(result.history["val_loss"][best], rel=1e-4)
     raw = keras.models.load_model(tmp_path / "ckpt" / "latest.keras")
     assert not np.allclose(raw.get_weights()[0], result.model.get_weights()[0])
+
+
+def test_restore_best_weights_false_keeps_the_last_epochs_averages(tmp_path):
+    """The schedule's end, not the best val epoch: the last epoch's EMA weights, also when the
+    finished fit is loaded again from its checkpoint (whose model holds the raw weights)."""
+    val = make_dataset(_data(32, 1), 16, shuffle=False, seed=1)
+    result = _fit(tmp_path, 4, ema_momentum=0.5, restore_best_weights=False)
+    assert result.weights_kept == "last"
+    last = result.model.evaluate(val, verbose=0, return_dict=True)["loss"]
+    assert last == pytest.approx(result.history["val_loss"][-1], rel=1e-4)
+    again = _fit(tmp_path, 4, ema_momentum=0.5, restore_best_weights=False)  # finished: nothing to fit
+    assert again.resumed_from_epoch == 4
+    assert np.allclose(again.model.get_weights()[0], result.model.get_weights()[0])
+    best = _fit(tmp_path, 4, ema_momentum=0.5)  # same checkpoint: the setting is not part of its identity
+    assert best.weights_kept == "best" and best.resumed_from_epoch == 4
+    assert best.model.evaluate(val, verbose=0, return_dict=True)["loss"] == pytest.approx(
+        min(result.history["val_loss"]), rel=1e-4)
+
+
+def test_a_resumed_fit_keeps_the_huber_delta_of_its_age_loss(tmp_path):
+    """keras.losses.Huber drops delta from its config: a checkpoint came back with delta 1."""
+    _fit(tmp_path, 1)
+    loaded = keras.models.load_model(tmp_path / "ckpt" / "latest.keras")
+    assert loaded.loss["age"].get_config()["delta"] == 5.0
+    age = np.array([[20.0]], np.float32)
+    assert float(loaded.loss["age"](age, age + 18.0)) == pytest.approx(5.0 * (18.0 - 2.5))
 
 
 def test_checkpoint_of_another_configuration_is_not_resumed(tmp_path):

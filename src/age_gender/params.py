@@ -364,6 +364,7 @@ class ScratchTraining(_Group):
     ema_momentum: Momentum | None
     epochs: Count
     patience: Count
+    restore_best_weights: bool
     time_budget_minutes: PositiveFloat | None
     min_delta: NonNegativeFloat
     seed: Seed
@@ -483,6 +484,7 @@ class FineTune(_Group):
     ema_momentum: Momentum | None
     epochs: Count
     patience: Count
+    restore_best_weights: bool
     time_budget_minutes: PositiveFloat | None
     min_delta: NonNegativeFloat
     batch_size: Count

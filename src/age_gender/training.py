@@ -427,8 +427,10 @@ def compile_multitask(model, learning_rate, loss_weights: Mapping[str, float],
     validates, checkpoints as the best weights and returns."""
     import keras
 
+    from age_gender.models import AgeHuber
+
     losses = {"mae": keras.losses.MeanAbsoluteError(), "mse": keras.losses.MeanSquaredError(),
-              "huber": keras.losses.Huber(delta=5.0)}
+              "huber": AgeHuber(delta=5.0)}
     if age_loss not in losses:
         raise ValueError(f"age_loss must be one of {sorted(losses)}, got {age_loss!r}")
     model.compile(
@@ -572,12 +574,13 @@ class FitResult:
     resumed_from_epoch: int | None
     stopped_early: bool
     out_of_time: bool = False
+    weights_kept: str = "best"  # "best": the best monitored epoch's; "last": the last epoch's
 
 
 def resumable_fit(build: Callable[[], Any], compile_model: Callable[[Any], None], train, validation,
                   *, epochs: int, patience: int, min_delta: float, checkpoint_dir: str | Path,
                   config: Mapping[str, Any], monitor: str = "val_loss", extra_callbacks=(),
-                  time_budget_s: float | None = None) -> FitResult:
+                  time_budget_s: float | None = None, restore_best_weights: bool = True) -> FitResult:
     """Build, compile and fit a model, or continue an interrupted fit of the same ``config``.
 
     The checkpoint directory holds the latest model (with optimizer state), the best weights and
@@ -585,6 +588,8 @@ def resumable_fit(build: Callable[[], Any], compile_model: Callable[[Any], None]
     checkpoint. A checkpoint of another configuration is discarded, not resumed.
     ``time_budget_s`` caps the seconds of training (the model keeps its best epoch so far); it is
     not part of ``config``, so a run stopped by its budget continues when rerun with a larger one.
+    ``restore_best_weights``: return the weights of the epoch with the best ``monitor`` (as Keras'
+    ``EarlyStopping``); False: those of the last epoch run (with an EMA optimizer, its averages).
     """
     import keras
 
@@ -635,14 +640,19 @@ def resumable_fit(build: Callable[[], Any], compile_model: Callable[[Any], None]
     if not callback.history:
         raise NothingTrainedError(f"The fit in {directory} trained no epoch, so there is no model to "
                                   f"save; check the epochs and time budget settings.")
-    if (directory / "best.weights.h5").exists():
+    kept = "best" if restore_best_weights and (directory / "best.weights.h5").exists() else "last"
+    if kept == "best":
         model.load_weights(directory / "best.weights.h5")
+    elif getattr(model.optimizer, "use_ema", False):
+        # the last epoch's averages (fit assigns them at its end; a finished fit loaded from
+        # latest.keras still holds the raw weights, its averages in the optimizer)
+        model.optimizer.finalize_variable_values(model.trainable_variables)
     state_now = json.loads(state_file.read_text()) if state_file.exists() else {}
     state_now.update(seconds=seconds, stopped=True)
     _write_json_atomic(state_file, state_now)
     return FitResult(model, callback.history, callback.best_epoch,
                      len(next(iter(callback.history.values()), [])), seconds,
-                     initial_epoch if state else None, callback.stopped_early, callback.out_of_time)
+                     initial_epoch if state else None, callback.stopped_early, callback.out_of_time, kept)
 
 
 def budget_seconds(minutes: Any) -> float | None:
@@ -660,12 +670,13 @@ def run_scope(strategy):
 
 # --- one fit for every model ------------------------------------------------------------------
 
-CHECKPOINT_FREE_KEYS = ("time_budget_minutes",)  # settings that may change without restarting a fit
+# settings that may change without restarting a fit: how long it may run, which of its weights it keeps
+CHECKPOINT_FREE_KEYS = ("time_budget_minutes", "restore_best_weights")
 
 
 def fit_identity(settings: Mapping[str, Any]) -> dict[str, Any]:
     """The training settings that define a checkpoint: all but the time budget (a run stopped by
-    its budget continues when rerun with a larger one)."""
+    its budget continues when rerun with a larger one) and which weights the fit keeps."""
     return {k: v for k, v in settings.items() if k not in CHECKPOINT_FREE_KEYS}
 
 
@@ -681,7 +692,8 @@ def fit_model(build: Callable[[str | None, Any], Any], train: FaceArrays, val: F
     PyTorch), else it runs in the input pipeline and ``build`` gets None. ``settings``: ``seed``, ``batch_size``
     (per replica), ``epochs``, ``patience``, ``min_delta``, ``learning_rate``, ``lr_schedule``,
     ``warmup_epochs`` (optional), ``loss_weights``, ``age_loss``, ``augmentation`` (optional),
-    ``time_budget_minutes`` (optional, None: no budget). ``identity`` names the model (its
+    ``time_budget_minutes`` (optional, None: no budget), ``restore_best_weights`` (optional,
+    default true: the best val epoch's weights; false: the last epoch's). ``identity`` names the model (its
     architecture, backbone ...); with the settings (``fit_identity``), the data key of both
     splits and the dtype policy it is the checkpoint's fingerprint: an interrupted fit of the
     same fingerprint resumes, any other is discarded.
@@ -717,14 +729,17 @@ def fit_model(build: Callable[[str | None, Any], Any], train: FaceArrays, val: F
         return resumable_fit(lambda: build(dtype, augment if in_model else None), compile_model, train_ds, val_ds,
                              epochs=epochs, patience=int(settings["patience"]),
                              min_delta=float(settings["min_delta"]), checkpoint_dir=checkpoint_dir,
-                             config=config, time_budget_s=budget_seconds(settings.get("time_budget_minutes")))
+                             config=config, time_budget_s=budget_seconds(settings.get("time_budget_minutes")),
+                             restore_best_weights=bool(settings.get("restore_best_weights", True)))
 
 
 def training_info(result: FitResult, **described: Any) -> dict[str, Any]:
     """How a model trained (the ``{model}_training_info`` JSON): what ``described`` says (its name,
-    architecture ...) plus seconds, epochs run, best epoch (1-based), early stop, budget,
-    parameter count and the epoch a resumed fit continued from."""
+    architecture ...) plus seconds, epochs run, best epoch (1-based), which weights the model
+    holds (``weights_kept``: best or last epoch), early stop, budget, parameter count and the
+    epoch a resumed fit continued from."""
     return {**described, "train_seconds": round(result.train_seconds, 1), "epochs_run": result.epochs_run,
-            "best_epoch": result.best_epoch + 1, "stopped_early": result.stopped_early,
+            "best_epoch": result.best_epoch + 1, "weights_kept": result.weights_kept,
+            "stopped_early": result.stopped_early,
             "out_of_time": result.out_of_time, "parameters": int(result.model.count_params()),
             "resumed_from_epoch": result.resumed_from_epoch}

@@ -1,4 +1,4 @@
-"""Metrics the project compiles into its models (registered serialisable, like the layers)."""
+"""Metrics and losses the project compiles into its models (registered serialisable, like the layers)."""
 
 from __future__ import annotations
 
@@ -16,3 +16,19 @@ class HardTargetBinaryAccuracy(keras.metrics.BinaryAccuracy):
     def update_state(self, y_true, y_pred, sample_weight=None):
         y_true = keras.ops.cast(keras.ops.greater(keras.ops.convert_to_tensor(y_true), self.threshold), "float32")
         return super().update_state(y_true, y_pred, sample_weight=sample_weight)
+
+
+@keras.saving.register_keras_serializable(package="age_gender")
+class AgeHuber(keras.losses.Huber):
+    """Keras' Huber loss (``delta`` in years: squared below it, linear above) whose config keeps
+    ``delta``. ``keras.losses.Huber.get_config`` (Keras 3.15) leaves ``delta`` out, so a model
+    compiled with ``Huber(delta=5)`` came back from its ``.keras`` checkpoint with delta 1, and a
+    resumed fit went on under another age loss (measured: 18.1 instead of 81.2 on the same
+    predictions)."""
+
+    def __init__(self, delta=1.0, reduction="sum_over_batch_size", name="huber_loss", dtype=None):
+        super().__init__(delta=delta, reduction=reduction, name=name, dtype=dtype)
+        self.delta = float(delta)
+
+    def get_config(self):
+        return {**super().get_config(), "delta": self.delta}
