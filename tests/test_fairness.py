@@ -112,6 +112,20 @@ def test_model_card(table):
     assert "Detector: mtcnn" in detected and "Largest gap between groups: 25.0 points" in detected
     with pytest.raises(ValueError, match="different predictions"):
         model_card("scratch", metrics, fairness_report(table.iloc[:100], None, BANDS, 30), None, data)
+    assert "Distilled" not in card and "Protocol" not in card
+
+
+def test_model_card_of_a_distilled_model_names_its_teacher(table):
+    """A reader of model_cards/distilled.md learns that it also trained on teacher-labelled faces."""
+    metrics, report = model_metrics(table, None), fairness_report(table, None, BANDS, 30)
+    info = {"split_id": "b" * 64, "input_size": 32, "teacher_labelled_faces": 200, "true_labelled_faces": 270,
+            "gender_targets": "soft", "protocol": "NOT the study's from-scratch protocol: teacher labels",
+            "teacher": {"model": "transfer", "backbone": "mobilenet_v2", "pretrained": True, "input_size": 32}}
+    card = model_card("distilled", metrics, report, info, {"split_sizes": {"test": 130}})
+    assert ("- Distilled: trained on 270 faces with their true labels plus 200 faces of the `unused` split "
+            "labelled by the teacher (model transfer, backbone mobilenet_v2, pretrained True, input_size 32; "
+            "gender targets soft).") in card
+    assert "- Protocol: NOT the study's from-scratch protocol: teacher labels." in card
 
 
 def test_heatmap_has_two_panels_per_model(table):

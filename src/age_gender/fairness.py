@@ -323,6 +323,20 @@ def _detection_lines(predict_report: Mapping[str, Any] | None) -> list[str]:
     return lines
 
 
+def _teacher_lines(info: Mapping[str, Any]) -> list[str]:
+    """The card's lines for a distilled model (training info with ``teacher``): which model
+    labelled which faces, and that it is not the from-scratch protocol; none otherwise."""
+    teacher = info.get("teacher")
+    if not isinstance(teacher, Mapping):
+        return []
+    who = ", ".join(f"{k} {teacher[k]}" for k in ("model", "backbone", "pretrained", "input_size", "epochs_run")
+                    if teacher.get(k) is not None)
+    return [f"- Distilled: trained on {info.get('true_labelled_faces', '?')} faces with their true labels plus "
+            f"{info.get('teacher_labelled_faces', '?')} faces of the `unused` split labelled by the teacher "
+            f"({who or 'unknown'}; gender targets {info.get('gender_targets', '?')}).",
+            f"- Protocol: {info.get('protocol') or 'not the from-scratch protocol (teacher-labelled faces)'}."]
+
+
 def model_card(name: str, metrics: Mapping[str, Any], fairness: Mapping[str, Any],
                training_info: Mapping[str, Any] | None, data: Mapping[str, Any],
                predict_report: Mapping[str, Any] | None = None) -> str:
@@ -348,7 +362,7 @@ def model_card(name: str, metrics: Mapping[str, Any], fairness: Mapping[str, Any
         f"- Multi-task face model: age in years (regression) and gender (probability of 'female'). Input: one "
         f"RGB face crop, 0-255, {info.get('input_size', 'model input size')} px square, aligned and cropped like UTKFace's "
         "'Aligned & Cropped Faces'; preprocessing is inside the model.",
-        f"- Training: {trained or 'no training info recorded'}.", "",
+        f"- Training: {trained or 'no training info recorded'}.", *_teacher_lines(info), "",
         "## Data",
         "- UTKFace (Zhang et al. 2017), labels from the file names (age 0-116, gender as annotated male/female, "
         "race as one of White, Black, Asian, Indian, Others).",
