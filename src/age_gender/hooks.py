@@ -107,7 +107,12 @@ REQUIRED_SPLITS = ("train", "val1", "val2", "test")
 
 
 def _output_folder(dataset: Any) -> Path | None:
-    """The local folder a dataset writes into (``None`` for memory or remote datasets)."""
+    """The local folder a dataset writes into (``None`` for memory or remote datasets): a
+    versioned dataset's folder of versions (``<filepath>/<timestamp>/``) and a partitioned
+    dataset's own folder, whose files go inside it, not beside it."""
+    from kedro.io import AbstractVersionedDataset
+    from kedro_datasets.partitions import PartitionedDataset
+
     from age_gender.datasets import SwappedFolderDataset, WorkingDirectoryDataset
 
     if isinstance(dataset, WorkingDirectoryDataset):
@@ -117,6 +122,9 @@ def _output_folder(dataset: Any) -> Path | None:
     path = getattr(dataset, "_filepath", None) or getattr(dataset, "_path", None)
     if path is None or getattr(dataset, "_protocol", "file") not in ("file", None):
         return None
+    if isinstance(dataset, PartitionedDataset) or (
+            isinstance(dataset, AbstractVersionedDataset) and getattr(dataset, "_version", None) is not None):
+        return Path(str(path))
     return Path(str(path)).parent
 
 

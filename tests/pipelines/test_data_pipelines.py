@@ -123,6 +123,29 @@ def test_unwritable_output_fix_names_the_runs_own_conf_folder(tmp_path, env, whe
         check_outputs_writable(pipeline, catalog, env=env)
 
 
+@pytest.mark.parametrize("kind", ["versioned", "partitioned"])
+def test_unwritable_folder_of_versions_or_partitions_is_refused_before_any_node(tmp_path, kind):
+    """A versioned dataset writes into <filepath>/<timestamp>/ and a partitioned one into its own
+    folder: an immutable one of those (its parent writable) was found only when saving, after
+    training (`distilled.keras` under --env smoke)."""
+    from kedro.io import DataCatalog, Version
+    from kedro.pipeline import Pipeline, node
+    from kedro_datasets.json import JSONDataset
+    from kedro_datasets.partitions import PartitionedDataset
+
+    folder = tmp_path / "models" / "model.json"
+    folder.mkdir(parents=True)
+    dataset = (JSONDataset(filepath=str(folder), version=Version(None, None)) if kind == "versioned"
+               else PartitionedDataset(path=str(folder), dataset="json.JSONDataset", filename_suffix=".json"))
+    from age_gender.hooks import check_outputs_writable
+
+    catalog = DataCatalog({"report": dataset})
+    pipeline = Pipeline([node(lambda: {}, None, "report", name="make_report")])
+    with read_only(folder), pytest.raises(ActionableError, match=rf"cannot write to '{folder}'.*writes report"):
+        check_outputs_writable(pipeline, catalog, env="smoke")
+    check_outputs_writable(pipeline, catalog, env="smoke")  # writable again: passes
+
+
 def test_failed_kedro_run_ends_with_one_line_naming_cause_and_fix(kedro_project, sample_archive):
     """Through the real CLI: the traceback may come first, the last line is the cause and fix."""
     reporting = kedro_project / "data" / "08_reporting"
