@@ -66,6 +66,18 @@ def test_the_unlabelled_subset_is_seeded_and_inside_unused():
     assert len(unlabelled_rows(splits, 100, 0)) == 7
 
 
+def test_asking_for_more_faces_than_the_unused_split_holds_says_so(caplog):
+    """distill.unlabelled_faces larger than the split: all are labelled, and a log line says so."""
+    splits = _splits()
+    with caplog.at_level("WARNING", logger="age_gender.distill"):
+        assert len(unlabelled_rows(splits, 7, 0)) == 7 and len(unlabelled_rows(splits, "all", 0)) == 7
+        assert not caplog.records
+        assert len(unlabelled_rows(splits, 1000, 0)) == 7
+    assert [r.getMessage() for r in caplog.records] == [
+        "WARNING: distill.unlabelled_faces is 1000 but the unused split holds 7 faces: the teacher labels all 7 "
+        "(set distill.unlabelled_faces: all to ask for that)"]
+
+
 def test_student_data_adds_teacher_labels_to_train_and_val1():
     splits = _splits()
     cache = {"8px": np.arange(len(splits) * 8 * 8 * 3, dtype=np.uint32).astype(np.uint8).reshape(-1, 8, 8, 3)}

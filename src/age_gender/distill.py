@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -28,6 +29,7 @@ from age_gender.training import FaceArrays, select_split, split_rows
 UNLABELLED_SPLIT = "unused"
 #: Columns of ``distill_targets``: cache row, teacher's age (years) and P(female), split id, teacher.
 TARGET_COLUMNS = ("cache_index", "age", "female_prob", SPLIT_COLUMN, "teacher")
+logger = logging.getLogger(__name__)
 PROTOCOL_NOTE = ("NOT the study's from-scratch protocol: the student also trained on faces of the "
                  "unused split labelled by the transfer model (ImageNet-pretrained)")
 
@@ -58,8 +60,8 @@ def check_teacher(face_splits: pd.DataFrame, info: Mapping[str, Any] | None) -> 
 
 def unlabelled_rows(face_splits: pd.DataFrame, count: int | str, seed: int) -> pd.DataFrame:
     """Rows of the ``unused`` split to label: all of them (``count`` ``"all"``), or a seeded
-    uniform random subset of ``count`` (numpy ``default_rng(seed)``, without replacement; fewer
-    when the split holds fewer), in cache order. Raises ``ActionableError`` when the split is
+    uniform random subset of ``count`` (numpy ``default_rng(seed)``, without replacement; all of
+    them, with a logged WARNING naming both numbers, when the split holds fewer), in cache order. Raises ``ActionableError`` when the split is
     empty (the subset is the whole non-test set: nothing is left to label)."""
     rows = face_splits[face_splits["split"].astype(str) == UNLABELLED_SPLIT]
     if rows.empty:
@@ -67,6 +69,10 @@ def unlabelled_rows(face_splits: pd.DataFrame, count: int | str, seed: int) -> p
                               "takes every non-test face)", "draw a smaller split.subset_size and rerun "
                               "`kedro run --pipeline split`, or do not run distill")
     rows = split_rows(face_splits, [UNLABELLED_SPLIT])
+    if count != "all" and int(count) > len(rows):
+        logger.warning("WARNING: distill.unlabelled_faces is %d but the unused split holds %d faces: the teacher "
+                       "labels all %d (set distill.unlabelled_faces: all to ask for that)", int(count), len(rows),
+                       len(rows))
     if count != "all" and int(count) < len(rows):
         chosen = np.sort(np.random.default_rng(int(seed)).choice(len(rows), int(count), replace=False))
         rows = rows.iloc[chosen].reset_index(drop=True)
