@@ -201,6 +201,23 @@ def test_last_line_of_a_failed_run_names_cause_and_fix():
     assert line.startswith("ERROR in node split_faces: KeyError: 'age'. Fix: ") and "\n" not in line
 
 
+def test_fix_commands_carry_the_runs_env():
+    """`--env smoke` refused with `kedro run --pipeline transfer` as the fix would send a user to an
+    hour of conf/base training: the commands of the last line carry the run's --env."""
+    from age_gender.hooks import last_line
+
+    error = LineageError("the teacher was trained on another split table",
+                         "rerun `kedro run --pipeline transfer`, then `kedro run --pipeline distill`")
+    assert last_line(error, env="smoke") == (
+        "ERROR: the teacher was trained on another split table. Fix: rerun `kedro run --env smoke --pipeline "
+        "transfer`, then `kedro run --env smoke --pipeline distill`.")
+    for env in (None, "local"):
+        assert last_line(error, env=env).endswith("Fix: rerun `kedro run --pipeline transfer`, then "
+                                                  "`kedro run --pipeline distill`.")
+    already = LineageError("x", "run `kedro run --env smoke --pipeline split` first")
+    assert last_line(already, env="smoke") == "ERROR: x. Fix: run `kedro run --env smoke --pipeline split` first."
+
+
 def test_split_id_follows_the_split_settings_and_models_record_theirs():
     from age_gender.lineage import check_split_settings, check_trained_on, splits_split_id
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 import tempfile
 from collections.abc import Mapping
@@ -312,10 +313,20 @@ def check_versions(pipeline: Any, catalog: Any) -> None:
                                   f"{info}:{versions[0]}")
 
 
-def last_line(error: BaseException, node: str | None = None) -> str:
+def with_env(fix: str, env: str | None) -> str:
+    """``fix`` with the run's ``--env`` in every ```kedro run ...``` command it names that has
+    none (``kedro run --env smoke --pipeline transfer``): the same command without it would
+    train in ``conf/base``, not the environment the refused run reads."""
+    if not env or env == "local":
+        return fix
+    return re.sub(r"`kedro run (?!--env)", f"`kedro run --env {env} ", fix)
+
+
+def last_line(error: BaseException, node: str | None = None, env: str | None = None) -> str:
     """The one line a failed run ends with: ``ERROR: <cause>. Fix: <fix>.``
 
-    The cause and fix come from the first :class:`ActionableError` in the exception chain; else
+    The cause and fix come from the first :class:`ActionableError` in the exception chain (its
+    ``kedro run`` commands carry ``env``, the run's ``--env``: :func:`with_env`); else
     the message of the first of this project's own exceptions (they name their fix, e.g.
     ``WeightsUnavailable``); else the innermost exception's type and first message line.
     """
@@ -324,7 +335,7 @@ def last_line(error: BaseException, node: str | None = None) -> str:
     while current is not None and id(current) not in seen:
         seen.add(id(current))
         if isinstance(current, ActionableError):
-            return f"ERROR: {current.cause}. Fix: {current.fix}."
+            return f"ERROR: {current.cause}. Fix: {with_env(current.fix, env)}."
         if own is None and type(current).__module__.startswith("age_gender."):
             own = current
         if isinstance(current, DatasetError):
@@ -354,11 +365,11 @@ def _print_failures() -> None:
     def hook(kind, value, traceback):
         brief = _parameter_error_line(value)
         if brief is None and not IntegrityHooks.node_started and isinstance(value, (ActionableError, DatasetError)):
-            brief = last_line(value)  # refused before any node ran: the cause and fix, no traceback
+            brief = last_line(value, env=IntegrityHooks.env)  # refused before any node ran: no traceback
         if brief is None or os.environ.get("AGE_GENDER_TRACEBACK") == "1":
             previous(kind, value, traceback)
         if isinstance(value, Exception):
-            print(brief or last_line(value, IntegrityHooks.failed_node), file=sys.stderr, flush=True)
+            print(brief or last_line(value, IntegrityHooks.failed_node, IntegrityHooks.env), file=sys.stderr, flush=True)
 
     hook._age_gender_failures = True  # type: ignore[attr-defined]
     sys.excepthook = hook
@@ -370,12 +381,15 @@ class IntegrityHooks:
     cause and the fix."""
 
     failed_node: str | None = None
+    #: the run's ``--env`` (``None`` for the default): the fix's commands carry it
+    env: str | None = None
     #: whether a node of this process's run has started: a refusal before that (a hook's
     #: ``ActionableError`` or ``DatasetError``) prints its one line without a traceback
     node_started: bool = False
 
     @hook_impl
     def after_context_created(self, context: Any) -> None:
+        IntegrityHooks.env = getattr(context, "env", None)  # set again by before_pipeline_run
         _print_failures()
 
     @hook_impl
@@ -385,6 +399,7 @@ class IntegrityHooks:
     @hook_impl
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:
         IntegrityHooks.failed_node = None
+        IntegrityHooks.env = run_params.get("env")
         check_outputs_writable(pipeline, catalog, env=run_params.get("env"))
         check_inputs_exist(pipeline, catalog, env=run_params.get("env"))
         check_load_versions(run_params.get("load_versions"), pipeline, catalog)
