@@ -74,7 +74,7 @@ def test_asking_for_more_faces_than_the_unused_split_holds_says_so(caplog):
         assert not caplog.records
         assert len(unlabelled_rows(splits, 1000, 0)) == 7
     assert [r.getMessage() for r in caplog.records] == [
-        "WARNING: distill.unlabelled_faces is 1000 but the unused split holds 7 faces: the teacher labels all 7 "
+        "distill.unlabelled_faces is 1000 but the unused split holds 7 faces: the teacher labels all 7 "
         "(set distill.unlabelled_faces: all to ask for that)"]
 
 

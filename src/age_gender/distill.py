@@ -70,7 +70,7 @@ def unlabelled_rows(face_splits: pd.DataFrame, count: int | str, seed: int) -> p
                               "`kedro run --pipeline split`, or do not run distill")
     rows = split_rows(face_splits, [UNLABELLED_SPLIT])
     if count != "all" and int(count) > len(rows):
-        logger.warning("WARNING: distill.unlabelled_faces is %d but the unused split holds %d faces: the teacher "
+        logger.warning("distill.unlabelled_faces is %d but the unused split holds %d faces: the teacher "
                        "labels all %d (set distill.unlabelled_faces: all to ask for that)", int(count), len(rows),
                        len(rows))
     if count != "all" and int(count) < len(rows):
