@@ -166,6 +166,13 @@ class Fairness(_Group):
         return self
 
 
+def _listed_once(names: list[str], field: str, item: str) -> None:
+    """Raise ValueError naming the entries of a list setting given more than once."""
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ValueError(f"{field} lists {', '.join(twice)} more than once; list each {item} once")
+
+
 #: Models the evaluation pipeline can judge (each has ``{name}_model`` and ``{name}_training_info``).
 ModelName = Literal["scratch", "transfer", "distilled"]
 
@@ -180,9 +187,7 @@ class Evaluation(_Group):
 
     @model_validator(mode="after")
     def _models_once(self):
-        twice = sorted({n for n in self.models if self.models.count(n) > 1})
-        if twice:
-            raise ValueError(f"models lists {', '.join(twice)} more than once; list each model once")
+        _listed_once(self.models, "models", "model")
         return self
 
 
@@ -295,9 +300,7 @@ class External(_Group):
 
     @model_validator(mode="after")
     def _each_once(self):
-        twice = sorted({n for n in self.datasets if self.datasets.count(n) > 1})
-        if twice:
-            raise ValueError(f"datasets lists {', '.join(twice)} more than once; list each catalog entry once")
+        _listed_once(self.datasets, "datasets", "catalog entry")
         return self
 
 
