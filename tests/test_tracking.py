@@ -38,6 +38,9 @@ def test_a_history_of_stages_is_one_series_per_stage_and_the_best_epoch_is_read_
     assert series["transfer_history.fine_tune.val_age_mae"] == [9.0, 8.0, 8.5]
     assert tracking.best_epoch_metrics(history, 2, "transfer") == {
         "transfer.best.val_loss": 1.1, "transfer.best.val_age_mae": 8.0}
+    # a model that keeps its last epoch's weights (restore_best_weights: false) is logged at that epoch too
+    assert tracking.best_epoch_metrics(history, 3, "transfer", "last") == {
+        "transfer.last.val_loss": 1.3, "transfer.last.val_age_mae": 8.5}
 
 
 def test_the_switch_is_on_by_default_and_refuses_a_value_it_does_not_know():

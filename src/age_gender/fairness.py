@@ -351,7 +351,7 @@ def model_card(name: str, metrics: Mapping[str, Any], fairness: Mapping[str, Any
                          f"{name} describe different predictions: rerun `kedro run --pipeline evaluation`.")
     info = dict(training_info or {})
     trained = ", ".join(f"{k} {info[k]}" for k in ("backbone", "pretrained", "epochs_run", "best_epoch",
-                                                   "train_seconds", "out_of_time") if k in info)
+                                                   "weights_kept", "train_seconds", "out_of_time") if k in info)
     weak = weak_groups(fairness)
     sizes = ", ".join(f"{split} {count}" for split, count in data.get("split_sizes", {}).items())
     lines = [

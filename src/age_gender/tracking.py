@@ -221,9 +221,10 @@ def history_series(history: Mapping[str, Any], prefix: str) -> dict[str, list[fl
     return series
 
 
-def best_epoch_metrics(history: Mapping[str, Any], best_epoch: int, prefix: str) -> dict[str, float]:
+def best_epoch_metrics(history: Mapping[str, Any], best_epoch: int, prefix: str, label: str = "best") -> dict[str, float]:
     """Validation metrics (``val_*``) at ``best_epoch`` (1-based, as in the training info) of the
-    last stage of ``history`` (a transfer model's ``fine_tune``), keyed ``prefix.best.val_*``."""
+    last stage of ``history`` (a transfer model's ``fine_tune``), keyed ``prefix.<label>.val_*``
+    (``label`` ``last`` for the last epoch, whose weights a ``restore_best_weights: false`` model keeps)."""
     stages = [v for v in history.values() if isinstance(v, Mapping)]
     last = stages[-1] if stages else history
     found = {}
@@ -231,7 +232,7 @@ def best_epoch_metrics(history: Mapping[str, Any], best_epoch: int, prefix: str)
         if str(key).startswith("val_") and isinstance(values, list | tuple) and 1 <= best_epoch <= len(values):
             number = _number(values[best_epoch - 1])
             if number is not None:
-                found[metric_key(prefix, "best", key)] = number
+                found[metric_key(prefix, label, key)] = number
     return found
 
 
@@ -358,6 +359,8 @@ class RunRecorder:
                 info = outputs.get(name.removesuffix("_history") + "_training_info")
                 if isinstance(info, Mapping) and isinstance(info.get("best_epoch"), int):
                     numbers.update(best_epoch_metrics(value, info["best_epoch"], name.removesuffix("_history")))
+                if isinstance(info, Mapping) and info.get("weights_kept") == "last" and isinstance(info.get("epochs_run"), int):
+                    numbers.update(best_epoch_metrics(value, info["epochs_run"], name.removesuffix("_history"), "last"))
             elif name.endswith(".search_result") and isinstance(value, Mapping):
                 self._candidate(name, value, inputs)
             elif isinstance(value, Mapping):
