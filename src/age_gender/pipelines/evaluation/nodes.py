@@ -1,6 +1,6 @@
 """Nodes of the ``evaluation`` pipeline (the judging nodes are reused by ``evaluate_external``):
-the only place where a model meets the test split. Every model is registered by name
-(``pipeline.MODELS``) and arrives as a keyword argument; metrics come from
+the only place where a model meets the test split. The models judged are named by
+``evaluation.models`` (read when the pipeline is created) and arrive as keyword arguments; metrics come from
 ``age_gender.metrics.model_metrics`` (keys documented there and in the README), each headline
 number with its bootstrap interval (``evaluation.bootstrap`` parameters).
 """
@@ -52,8 +52,8 @@ def compute_metrics(predictions: pd.DataFrame, evaluation: Mapping[str, Any] | N
 
 
 def paired_differences(predictions: pd.DataFrame, evaluation: Mapping[str, Any] | None) -> list[dict[str, Any]]:
-    """For every pair of evaluated models (later minus earlier in ``MODELS`` order, e.g. transfer -
-    scratch) on the same test rows: the difference in gender accuracy (fraction) and age MAE
+    """For every pair of evaluated models (later minus earlier in ``evaluation.models`` order, e.g.
+    transfer - scratch) on the same test rows: the difference in gender accuracy (fraction) and age MAE
     (years) with its paired bootstrap interval (``metrics.paired_difference``). Empty with one
     model, or when intervals are switched off (``evaluation.bootstrap.resamples: 0``)."""
     setting = Bootstrap.from_params(evaluation)
