@@ -71,6 +71,7 @@ def test_base_parameters_are_valid_and_cover_every_group(base):
     ("device.mixed_precision", "bf16", "device.mixed_precision must be one of 'auto', 'none', 'float32', 'mixed_float16', 'mixed_bfloat16', got 'bf16'"),
     ("transfer.fine_tune.ema_momentum", 1.0, "transfer.fine_tune.ema_momentum must be a number > 0 and < 1 or null, got 1.0"),
     ("scratch_training.ema_momentum", "abc", "scratch_training.ema_momentum must be a number > 0 and < 1 or null, got 'abc'"),
+    ("transfer.fine_tune.restore_best_weights", "no", "transfer.fine_tune.restore_best_weights must be true or false, got 'no'"),
     ("transfer.fine_tune.label_smoothing", -0.1, "transfer.fine_tune.label_smoothing must be a number >= 0 and < 1, got -0.1"),
     ("transfer.head.units", 0, "transfer.head.units must be an integer >= 1, got 0"),
     ("transfer.fine_tune.batch_size", "32", "transfer.fine_tune.batch_size must be an integer >= 1, got '32'"),
