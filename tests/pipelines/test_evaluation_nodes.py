@@ -81,3 +81,15 @@ def test_training_hooks_remember_every_fit_out_of_time_and_warn_once_at_the_end(
         hooks.after_pipeline_run({}, {}, None, None)
     (record,) = [r for r in caplog.records if r.name == "age_gender.hooks"]
     assert "scratch_training_info (epochs run: 4)" in record.getMessage() and "transfer" not in record.getMessage()
+
+
+def test_comparison_rows_follow_the_evaluation_order_not_the_names():
+    """test_metrics (a partitioned dataset) loads by name; the table follows evaluation.models,
+    the order the paired differences were computed in."""
+    headline = {"gender_accuracy": 0.9, "age_mae": 6.0, "n": 3000}
+    same = {"n": 3000, "gender_accuracy": 0.0, "gender_accuracy_ci": None, "age_mae": 0.0, "age_mae_ci": None}
+    paired = [{"first": "distilled", "second": "transfer", **same}, {"first": "scratch", "second": "transfer", **same},
+              {"first": "scratch", "second": "distilled", **same}]
+    table, markdown, _ = comparison({"distilled": headline, "scratch": headline, "transfer": headline}, paired)
+    assert [r["model"] for r in table["models"]][:3] == ["transfer", "distilled", "scratch"]
+    assert markdown.index("| transfer |") < markdown.index("| distilled |") < markdown.index("| scratch |")

@@ -116,9 +116,15 @@ def comparison(test_metrics: Mapping[str, Any], paired: list[Mapping[str, Any]] 
     Where the test data labels ages as ranges (a headline with ``age_labels: ranges``), a model's
     age column is the share of its predictions inside the labelled range (%, with its interval),
     never an "age MAE": the MAE against the range midpoints is kept in the JSON as
-    ``age_midpoint_mae`` only, and the text says so."""
+    ``age_midpoint_mae`` only, and the text says so.
+
+    Rows follow the ``evaluation.models`` order the paired differences were computed in (a
+    partitioned ``test_metrics`` loads by name), models without a pair last, by name."""
+    paired = list(paired or [])
+    order = list(dict.fromkeys(name for d in paired for name in (d["second"], d["first"])))
     rows = []
-    for name, values in test_metrics.items():
+    for name, values in sorted(test_metrics.items(),
+                               key=lambda item: (order.index(item[0]) if item[0] in order else len(order), item[0])):
         value = values() if callable(values) else values
         ranged = value.get("age_labels") == "ranges"
         row = {"model": name, "gender_accuracy": value["gender_accuracy"],
@@ -163,7 +169,6 @@ def comparison(test_metrics: Mapping[str, Any], paired: list[Mapping[str, Any]] 
                      "(evaluation_metrics.json: age_in_range). An MAE against the range midpoints would partly "
                      "measure the width of the ranges; it is kept in model_comparison.json as age_midpoint_mae "
                      "only. The study's MAE is on UTKFace's whole-year ages and is not comparable.\n")
-    paired = list(paired or [])
     if paired:
         markdown += "\nPaired differences on the same test rows (one resampling for both models):\n\n"
         markdown += "".join(
