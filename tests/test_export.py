@@ -18,6 +18,7 @@ from age_gender.export import (  # noqa: E402
     INFO_FILE,
     ExportedModelsDataset,
     export_model,
+    exported_views,
     float32_copy,
     images_per_second,
     load_runner,
@@ -28,6 +29,10 @@ from age_gender.export import (  # noqa: E402
 )
 from age_gender.models import build_multitask_cnn  # noqa: E402
 from age_gender.reporting import predict_faces  # noqa: E402
+from age_gender.tta import Views  # noqa: E402
+
+# every kind of test-time view, built into every export format
+VIEWS = Views(flip=True, zooms=(1.1,), shift=0.0625)
 
 
 def _model(dtype=None, seed=1):
@@ -45,7 +50,7 @@ def faces():
 def exported(tmp_path_factory):
     model = _model()
     folder = tmp_path_factory.mktemp("export") / "scratch"
-    info = export_model(model, folder, FORMATS, flip_average=True)
+    info = export_model(model, folder, FORMATS, VIEWS)
     return model, folder, info
 
 
@@ -57,6 +62,7 @@ def test_every_format_is_written_with_its_info(exported):
         assert size_bytes(folder / FILES[fmt]) > 1000
     stored = json.loads((folder / INFO_FILE).read_text())
     assert stored["weights_sha256"] == weights_fingerprint(model) and stored["flip_average"] is True
+    assert stored["test_time_augmentation"] == VIEWS.describe() and exported_views(stored) == VIEWS
     assert stored["input"] == {"name": "image", "dtype": "float32", "shape": [None, 32, 32, 3], "range": "RGB 0-255"}
     # int8 weights: about a quarter of the float32 file
     assert size_bytes(folder / FILES["tflite_int8"]) < 0.5 * size_bytes(folder / FILES["tflite_float32"])
@@ -66,11 +72,11 @@ def test_every_format_is_written_with_its_info(exported):
                                                   ("onnx", 1e-3, 1e-5), ("tflite_int8", 1.0, 0.05)])
 def test_each_export_gives_the_keras_answers_from_0_255_crops(exported, faces, fmt, age_tol, prob_tol):
     model, folder, _ = exported
-    age0, female0 = predict_faces(model, faces, flip_average=True)  # the evaluation's own path
+    age0, female0 = predict_faces(model, faces, views=VIEWS)  # the evaluation's own path
     age, female = predict_with(load_runner(fmt, folder / FILES[fmt]), faces, batch_size=10)  # ragged last batch
     assert age.shape == female.shape == (24,)
     assert np.abs(age - age0).max() <= age_tol and np.abs(female - female0).max() <= prob_tol
-    # the flip is inside the graph: a mirrored face gives the same answer
+    # the views are inside the graph: a mirrored face gives the same answer
     mirrored, _ = predict_with(load_runner(fmt, folder / FILES[fmt]), faces[:, :, ::-1], batch_size=24)
     assert np.abs(mirrored - age).max() <= max(age_tol, 1e-3)
 
@@ -86,7 +92,7 @@ def test_mixed_bfloat16_model_is_exported_from_a_float32_copy(faces):
     assert copy is not model and all(layer.dtype_policy.name == "float32" for layer in copy._flatten_layers())
     assert weights_fingerprint(copy) == weights_fingerprint(model)
     assert float32_copy(_model()) is not None
-    serving = serving_model(model, flip_average=False)
+    serving = serving_model(model, Views())
     out = serving.predict(faces.astype("float32"), verbose=0)
     age0, _ = predict_faces(model, faces)
     assert np.abs(out["age"].reshape(-1) - age0).max() < 0.5  # bfloat16 rounding only
@@ -99,7 +105,7 @@ def test_a_format_that_fails_is_recorded_in_one_line_and_the_others_still_export
         raise RuntimeError("converter exploded\n  with a long trace")
 
     monkeypatch.setattr(tf.lite.TFLiteConverter, "from_saved_model", broken)
-    info = export_model(_model(), tmp_path / "m", ["tflite_int8", "onnx"], flip_average=False)
+    info = export_model(_model(), tmp_path / "m", ["tflite_int8", "onnx"], Views())
     assert info["formats"]["tflite_int8"] == {"error": "RuntimeError: converter exploded with a long trace"}
     assert not (tmp_path / "m" / FILES["tflite_int8"]).exists()
     assert "file" in info["formats"]["onnx"] and (tmp_path / "m" / FILES["onnx"]).is_file()
@@ -107,10 +113,10 @@ def test_a_format_that_fails_is_recorded_in_one_line_and_the_others_still_export
 
 def test_bad_formats_and_models_are_refused(tmp_path):
     with pytest.raises(ValueError, match="Unknown export format"):
-        export_model(_model(), tmp_path / "m", ["tflite_int4"], flip_average=False)
+        export_model(_model(), tmp_path / "m", ["tflite_int4"], Views())
     plain = keras.Sequential([keras.Input((8,)), keras.layers.Dense(1)])
     with pytest.raises(ValueError, match="expected a square RGB input and outputs 'age' and 'gender'"):
-        serving_model(plain, flip_average=False)
+        serving_model(plain, Views())
 
 
 def test_the_export_folder_set_is_swapped_in_whole(tmp_path):

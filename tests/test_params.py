@@ -83,6 +83,8 @@ def test_base_parameters_are_valid_and_cover_every_group(base):
     ("ingestion.workers", 0, "ingestion.workers must be an integer >= 1 or null, got 0"),
     ("predict.model", "vgg", "predict.model must be one of 'scratch', 'transfer', got 'vgg'"),
     ("inference.flip_average", "yes", "inference.flip_average must be true or false, got 'yes'"),
+    ("inference.zooms", [0.9], "inference.zooms[0] must be a number > 1 and <= 1.5, got 0.9"),
+    ("inference.shift", 0.3, "inference.shift must be a number >= 0 and < 0.25, got 0.3"),
     ("device.deterministic", "yes", "device.deterministic must be true or false, got 'yes'"),
     ("evaluation.bootstrap.resamples", 50, "evaluation.bootstrap: resamples must be 0 (no intervals) or >= 100, got 50"),
     ("evaluation.bootstrap.resamples", -1, "evaluation.bootstrap.resamples must be an integer >= 0, got -1"),

@@ -139,11 +139,7 @@ def test_flip_average_scores_the_face_and_its_mirror():
     from age_gender.reporting import flip_average, predict_faces
 
     # A model that reads only the left column: its mirror-averaged output is the mean of both edges.
-    inputs = keras.Input((4, 4, 3))
-    left = keras.layers.Lambda(lambda x: x[:, :, 0, 0])(inputs)
-    age = keras.layers.Lambda(lambda x: keras.ops.mean(x, axis=1, keepdims=True), name="age")(left)
-    gender = keras.layers.Lambda(lambda x: keras.ops.zeros_like(x), name="gender")(age)
-    model = keras.Model(inputs, {"age": age, "gender": gender})
+    model = _column_model(keras)
     images = np.zeros((3, 4, 4, 3), np.uint8)
     images[:, :, 0, 0] = 10
     images[:, :, 3, 0] = 30
@@ -154,6 +150,54 @@ def test_flip_average_scores_the_face_and_its_mirror():
     assert flip_average({"flip_average": True}) and not flip_average(None)
     with pytest.raises(ValueError, match="inference.flip_average"):
         flip_average({"flip_average": "yes"})
+
+
+def _column_model(keras, size=4):
+    """age = mean of the left pixel column's red channel, gender = 0."""
+    inputs = keras.Input((size, size, 3))
+    left = keras.layers.Lambda(lambda x: x[:, :, 0, 0])(inputs)
+    age = keras.layers.Lambda(lambda x: keras.ops.mean(x, axis=1, keepdims=True), name="age")(left)
+    gender = keras.layers.Lambda(lambda x: keras.ops.zeros_like(x), name="gender")(age)
+    return keras.Model(inputs, {"age": age, "gender": gender})
+
+
+def test_test_time_views_average_zooms_shifts_and_mirrors():
+    """Each view computed by hand (reflected shifts, symmetric centre crops resized back, mirror
+    images) and averaged equals what ``predict_faces`` gives with ``Views``."""
+    import keras
+
+    from age_gender.reporting import predict_faces
+    from age_gender.tta import Views
+
+    size = 8
+    model = _column_model(keras, size)
+    images = np.random.default_rng(0).integers(0, 256, (5, size, size, 3), dtype=np.uint8)
+    views = Views(flip=True, zooms=(1.25,), shift=0.125)
+    assert views.count == 12 and Views().count == 1 and Views().wrap(model) is model
+    x = images.astype("float32")
+    padded = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="reflect")
+    by_hand = [x, keras.ops.convert_to_numpy(keras.ops.image.resize(x[:, 1:7, 1:7], (size, size)))]
+    by_hand += [padded[:, 1 - dy:1 - dy + size, 1 - dx:1 - dx + size] for dx, dy in ((1, 0), (-1, 0), (0, -1), (0, 1))]
+    by_hand += [v[:, :, ::-1] for v in by_hand]
+    expected = np.mean([v[:, :, 0, 0].mean(axis=1) for v in by_hand], axis=0)
+    age, female = predict_faces(model, images, batch_size=2, views=views)  # ragged last batch
+    np.testing.assert_allclose(age, expected, rtol=1e-5)
+    assert np.all(female == 0)
+    # mirrored faces give the same answers: the view set is symmetric
+    np.testing.assert_allclose(predict_faces(model, images[:, :, ::-1], views=views)[0], age, rtol=1e-5)
+
+
+@pytest.mark.parametrize("inference,message", [
+    ({"flip_average": True, "zooms": [0.9]}, "inference.zooms must be factors in"),
+    ({"flip_average": True, "zooms": 1.1}, "inference.zooms must be a list"),
+    ({"flip_average": True, "shift": 0.5}, "inference.shift must be a fraction"),
+    ({"flip_average": "yes"}, "inference.flip_average must be true or false"),
+])
+def test_bad_test_time_views_are_refused_in_one_line(inference, message):
+    from age_gender.tta import Views
+
+    with pytest.raises(ValueError, match=message):
+        Views.from_params(inference)
 
 
 def test_cosine_schedule_warms_up_linearly_then_decays():

@@ -79,7 +79,7 @@ def predict_command(argv: list[str]) -> int:
         )
 
         predictor = PhotoPredictor(args.model, DetectSettings(args.detector, args.min_face, margin=args.margin),
-                                   flip_average=not args.no_flip_average)
+                                   views=not args.no_flip_average)
     except ValueError as error:
         print(f"ERROR: {error}", file=sys.stderr)
         return 1

@@ -82,7 +82,7 @@ def unlabelled_rows(face_splits: pd.DataFrame, count: int | str, seed: int) -> p
 def label_faces(teacher, face_cache: Mapping[str, Any], face_splits: pd.DataFrame, info: Mapping[str, Any],
                 count: int | str, seed: int, inference: Mapping[str, Any] | None) -> pd.DataFrame:
     """The teacher's predictions on faces of the ``unused`` split (``unlabelled_rows``), through
-    ``reporting.predict_table`` (flip-averaged when ``inference.flip_average``).
+    ``reporting.predict_table`` (averaging the test-time views of ``inference``: ``age_gender.tta``).
 
     Returns ``distill_targets``: ``cache_index`` (int64, row of the image cache), ``age`` (float32,
     years, the teacher's), ``female_prob`` (float32, the teacher's P(female); the gender target

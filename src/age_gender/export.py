@@ -31,7 +31,7 @@ import json
 import logging
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,7 @@ import numpy as np
 from kedro.io.core import DatasetError
 
 from age_gender.datasets import SwappedFolderDataset, _remove
+from age_gender.tta import Views
 
 logger = logging.getLogger(__name__)
 
@@ -93,23 +94,21 @@ def compute_policy(model) -> str:
     return ", ".join(sorted(names)) or "float32"
 
 
-def keras_runner(model, flip_average: bool) -> Runner:
-    """The .keras model itself as a runner (``predict_on_batch``, with the mirror image averaged
-    when ``flip_average``): the reference for speed."""
+def keras_runner(model, views: Views) -> Runner:
+    """The .keras model itself as a runner (``predict_on_batch``, averaging the test-time
+    ``views``): the reference for speed."""
+    runner = views.wrap(model)
+
     def run(images):
-        out = model.predict_on_batch(images)
-        age, female = _pair(out["age"], out["gender"])
-        if flip_average:
-            out = model.predict_on_batch(np.ascontiguousarray(images[:, :, ::-1]))
-            age, female = (age + _pair(out["age"], out["gender"])[0]) / 2, (female + _pair(out["age"], out["gender"])[1]) / 2
-        return age, female
+        out = runner.predict_on_batch(images)
+        return _pair(out["age"], out["gender"])
     return run
 
 
-def serving_model(model, flip_average: bool):
+def serving_model(model, views: Views):
     """A functional model ``image`` (float32 0-255 RGB, (B, S, S, 3)) -> {``age``, ``female_prob``}
-    around ``model`` (outputs ``age`` and ``gender``), averaging with the mirror image when
-    ``flip_average``. Raises ValueError for a model without those outputs or a square RGB input."""
+    around ``model`` (outputs ``age`` and ``gender``), averaging the test-time ``views``
+    (``age_gender.tta``). Raises ValueError for a model without those outputs or a square RGB input."""
     import keras
 
     shape = tuple(model.input_shape)
@@ -120,14 +119,9 @@ def serving_model(model, flip_average: bool):
                          f"'gender', got input {shape} and outputs {sorted(names)}.")
     model = float32_copy(model)
     image = keras.Input(shape=shape[1:], dtype="float32", name=INPUT_NAME)
-    outputs = model(image)
-    if flip_average:
-        mirrored = model(keras.ops.flip(image, axis=2))
-        age = keras.layers.Average(name="age")([outputs["age"], mirrored["age"]])
-        female = keras.layers.Average(name="female_prob")([outputs["gender"], mirrored["gender"]])
-    else:
-        age = keras.layers.Identity(name="age")(outputs["age"])
-        female = keras.layers.Identity(name="female_prob")(outputs["gender"])
+    outputs = views.wrap(model)(image)
+    age = keras.layers.Identity(name="age")(outputs["age"])
+    female = keras.layers.Identity(name="female_prob")(outputs["gender"])
     return keras.Model(image, {"age": age, "female_prob": female}, name=f"{model.name}_serving")
 
 
@@ -142,11 +136,18 @@ def _one_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {text[:300]}"
 
 
-def export_model(model, folder: Path, formats: Sequence[str], flip_average: bool,
+def exported_views(info: Mapping[str, Any]) -> Views:
+    """The test-time views an export was made with (``export_info.json``; exports made before
+    ``test_time_augmentation`` was recorded averaged the mirror image only)."""
+    tta = info.get("test_time_augmentation") or {}
+    return Views(bool(info.get("flip_average", False)), tuple(tta.get("zooms") or ()), float(tta.get("shift") or 0.0))
+
+
+def export_model(model, folder: Path, formats: Sequence[str], views: Views,
                  onnx_opset: int | None = None) -> dict[str, Any]:
     """Write every format of ``formats`` (``FORMATS``) of ``model`` into ``folder`` (file names:
     ``FILES``) and ``export_info.json``; returns that info: ``input`` and ``outputs`` (names, dtype,
-    shape), ``flip_average``, ``weights_sha256`` (``weights_fingerprint``), ``keras_version``,
+    shape), ``flip_average`` and ``test_time_augmentation`` (``Views.describe``), ``weights_sha256`` (``weights_fingerprint``), ``keras_version``,
     ``tensorflow_version`` and per format ``{"file": name}`` or ``{"error": one line}``.
     Raises ValueError for an unknown format or a model ``serving_model`` refuses."""
     import keras
@@ -160,7 +161,7 @@ def export_model(model, folder: Path, formats: Sequence[str], flip_average: bool
     import tensorflow as tf
 
     folder.mkdir(parents=True, exist_ok=True)
-    serving = serving_model(model, flip_average)
+    serving = serving_model(model, views)
     size = int(model.input_shape[1])
     results: dict[str, Any] = {}
     for fmt in formats:
@@ -184,7 +185,7 @@ def export_model(model, folder: Path, formats: Sequence[str], flip_average: bool
     info = {"input": {"name": INPUT_NAME, "dtype": "float32", "shape": [None, size, size, 3],
                       "range": "RGB 0-255"},
             "outputs": {"age": "years, float32 (batch, 1)", "female_prob": "probability of female, float32 (batch, 1)"},
-            "flip_average": bool(flip_average), "weights_sha256": weights_fingerprint(model),
+            "flip_average": views.flip, "test_time_augmentation": views.describe(), "weights_sha256": weights_fingerprint(model),
             "keras_dtype_policy": compute_policy(model),
             "keras_version": keras.__version__, "tensorflow_version": tf.__version__, "formats": results}
     (folder / INFO_FILE).write_text(json.dumps(info, indent=2))

@@ -132,9 +132,13 @@ class AgeHead(_Group):
 
 
 class Inference(_Group):
-    """``inference``: how every node that predicts does it."""
+    """``inference``: how every node that predicts does it: the test-time views averaged per
+    face (``age_gender.tta``): the mirror image (``flip_average``), centre-crop ``zooms`` in
+    (1, 1.5] and four shifts of ``shift`` x the side in [0, 0.25) (0: none)."""
 
     flip_average: bool
+    zooms: list[Annotated[float, Field(gt=1.0, le=1.5)]]
+    shift: Annotated[float, Field(ge=0, lt=0.25)]
 
 
 class BootstrapSetting(_Group):
@@ -425,12 +429,14 @@ class Distill(_Group):
     """``distill``: how many faces of the unused split the transfer model labels (an integer >= 1,
     or ``all``; a seeded random subset), the subset's seed, overrides of ``scratch_training`` for
     the student (after ``scratch.training``) and the gender targets (``soft``: the teacher's
-    P(female); ``hard``: rounded to 0/1)."""
+    P(female); ``hard``: rounded to 0/1) and the test-time views the teacher labels with (an
+    ``inference`` group; null: the shared ``inference``)."""
 
     unlabelled_faces: Count | Literal["all"]
     seed: Seed
     training: ScratchTrainingOverrides
     gender_targets: Literal["soft", "hard"]
+    inference: Inference | None
 
 
 class ScratchSearch(_Group):

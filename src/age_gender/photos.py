@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from age_gender.faces import GENDERS, decode_photo
+from age_gender.tta import Views
 
 #: Columns of a predictions table: the photo, the face's number in it (largest first), its box
 #: (px, ints), the detector's confidence, predicted age (years), gender and probabilities.
@@ -95,11 +96,13 @@ class PhotoPredictor:
     """Faces found, cut and predicted, a batch of photos at a time.
 
     ``model``: a loaded ``keras.Model`` with a square uint8 RGB input and ``age``/``gender``
-    outputs (this project's models); ``settings``: :class:`DetectSettings`; ``flip_average``:
-    also predict each face mirrored and average (as evaluation does).
+    outputs (this project's models); ``settings``: :class:`DetectSettings`; ``views``: the
+    test-time views averaged per face (:class:`age_gender.tta.Views`, as the ``inference``
+    parameters give them to evaluation), or a bool: the face and its mirror image (True) or the
+    face alone.
     """
 
-    def __init__(self, model: Any, settings: DetectSettings = DetectSettings(), flip_average: bool = True) -> None:
+    def __init__(self, model: Any, settings: DetectSettings = DetectSettings(), views: Views | bool = True) -> None:
         from age_gender.detection import make_detector
 
         self.model = load_model(model)
@@ -108,7 +111,7 @@ class PhotoPredictor:
             raise ValueError(f"model input must be (batch, size, size, 3), got {shape}")
         self.size = int(shape[1])
         self.settings = settings
-        self.flip_average = flip_average
+        self.views = views if isinstance(views, Views) else Views(flip=bool(views))
         self.detector = make_detector(settings.detector, settings.min_face, settings.min_neighbors,
                                       settings.thresholds)
 
@@ -122,7 +125,7 @@ class PhotoPredictor:
         crops = [crop_face(photo, face, self.size, self.settings.margin)
                  for photo, faces in zip(photos, found) for face in faces]
         if crops:
-            ages, female = predict_crops(self.model, np.stack(crops), flip_average=self.flip_average)
+            ages, female = predict_crops(self.model, np.stack(crops), views=self.views)
         else:
             ages, female = np.zeros(0), np.zeros(0)
         results, k = [], 0

@@ -12,6 +12,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from age_gender.tta import Views  # noqa: E402
+
 # The study's published numbers (its validation split of a 5,000-image subset).
 STUDY_RESULTS = {
     "study_cnn10": {"gender_accuracy": 0.9098, "age_mae": 5.949, "source": "study, CNN 10 (scratch)"},
@@ -19,34 +21,34 @@ STUDY_RESULTS = {
 }
 
 
-def predict_faces(model, images: np.ndarray, batch_size: int = 256,
-                  flip_average: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def predict_faces(model, images: np.ndarray, batch_size: int = 256, flip_average: bool = False,
+                  views: Views | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Predicted age (years, float64, N) and probability of 'female' (float64, N) for uint8
     images (N x S x S x 3, S the model's input size; a memory map is read a batch at a time).
 
     Plain NumPy batches (no ``tf.data``), so it runs on any Keras backend; the models carry their
-    own preprocessing. ``flip_average`` also predicts the mirror image and averages the two
-    (test-time augmentation with the flip the models trained on).
+    own preprocessing. ``views`` (:class:`age_gender.tta.Views`, test-time augmentation) averages
+    each face's views, ``batch_size`` faces' views per step; without it, ``flip_average``
+    averages the face and its mirror image (``Views(flip=flip_average)``).
     """
-    chunk = max(int(batch_size), 4096 // int(batch_size) * int(batch_size))  # bounded memory
+    views = views if views is not None else Views(flip=bool(flip_average))
+    runner = views.wrap(model)
+    batch_size = max(1, int(batch_size))
+    chunk = max(batch_size, 4096 // batch_size * batch_size)  # bounded memory
+    ages, females = [], []
+    for start in range(0, len(images), chunk):
+        outputs = runner.predict(np.ascontiguousarray(images[start:start + chunk]), batch_size=batch_size,
+                                 verbose=0)
+        ages.append(np.asarray(outputs["age"], dtype=np.float64).reshape(-1))
+        females.append(np.asarray(outputs["gender"], dtype=np.float64).reshape(-1))
+    if not ages:
+        return np.zeros(0), np.zeros(0)
+    return np.concatenate(ages), np.concatenate(females)
 
-    def run(flip: bool):  # uint8 batches on any Keras backend: the model casts them
-        ages, females = [], []
-        for start in range(0, len(images), chunk):
-            part = images[start:start + chunk]
-            outputs = model.predict(np.ascontiguousarray(part[:, :, ::-1] if flip else part),
-                                    batch_size=batch_size, verbose=0)
-            ages.append(np.asarray(outputs["age"], dtype=np.float64).reshape(-1))
-            females.append(np.asarray(outputs["gender"], dtype=np.float64).reshape(-1))
-        if not ages:
-            return np.zeros(0), np.zeros(0)
-        return np.concatenate(ages), np.concatenate(females)
 
-    age, female = run(False)
-    if flip_average and len(images):
-        age_flipped, female_flipped = run(True)
-        age, female = (age + age_flipped) / 2, (female + female_flipped) / 2
-    return age, female
+def inference_views(inference: Mapping[str, Any] | None) -> Views:
+    """The ``inference`` parameters' test-time views (``age_gender.tta.Views.from_params``)."""
+    return Views.from_params(inference)
 
 
 def flip_average(inference: Mapping[str, Any] | None) -> bool:
@@ -69,8 +71,9 @@ def prediction_table(rows: pd.DataFrame, age_pred: np.ndarray, female_prob: np.n
 def predict_table(model, rows: pd.DataFrame, images: np.ndarray, inference: Mapping[str, Any] | None,
                   name: str | None = None) -> pd.DataFrame:
     """``prediction_table`` of ``model`` on ``images`` (row i = ``rows`` row i), with the
-    ``inference`` parameters (flip averaging); a ``model`` column when ``name`` is given."""
-    table = prediction_table(rows, *predict_faces(model, images, flip_average=flip_average(inference)))
+    ``inference`` parameters (test-time views: ``age_gender.tta``); a ``model`` column when
+    ``name`` is given."""
+    table = prediction_table(rows, *predict_faces(model, images, views=inference_views(inference)))
     return table.assign(model=name) if name is not None else table
 
 

@@ -26,10 +26,11 @@ def label_unused_faces(face_cache: Mapping[str, Any], face_splits: pd.DataFrame,
                        inference: Mapping[str, Any] | None) -> pd.DataFrame:
     """The teacher's (the newest ``transfer_model``) flip-averaged age and P(female) on up to
     ``distill.unlabelled_faces`` faces of the ``unused`` split: ``distill_targets``. Refuses a
-    teacher trained on another split table, before any prediction."""
+    teacher trained on another split table, before any prediction. The views averaged are
+    ``distill.inference``'s when set, else the shared ``inference``'s."""
     check_teacher(face_splits, transfer_training_info if transfer_model is not None else None)
     return label_faces(transfer_model, face_cache, face_splits, transfer_training_info,
-                       distill["unlabelled_faces"], int(distill["seed"]), inference)
+                       distill["unlabelled_faces"], int(distill["seed"]), distill.get("inference") or inference)
 
 
 def train_distilled_model(face_cache: Mapping[str, Any], face_splits: pd.DataFrame, distill_targets: pd.DataFrame,

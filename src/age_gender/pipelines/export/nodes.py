@@ -20,6 +20,7 @@ from age_gender.export import (
     FILES,
     INFO_FILE,
     export_model,
+    exported_views,
     images_per_second,
     keras_runner,
     load_runner,
@@ -29,7 +30,7 @@ from age_gender.export import (
 )
 from age_gender.lineage import LineageError, check_trained_on, short, splits_split_id
 from age_gender.metrics import headline, model_metrics
-from age_gender.reporting import flip_average, predict_faces, prediction_table
+from age_gender.reporting import inference_views, predict_faces, prediction_table
 from age_gender.training import select_split
 
 logger = logging.getLogger(__name__)
@@ -44,7 +45,7 @@ def _split(models: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
 def export_models(face_splits: pd.DataFrame, export: Mapping[str, Any], inference: Mapping[str, Any] | None,
                   **models: Any) -> dict[str, str]:
     """Each trained model (``{name}_model``; not trained yet: skipped) exported to every format of
-    ``export.formats`` with ``inference.flip_average`` built in, in a temporary folder per model
+    ``export.formats`` with the ``inference`` test-time views built in, in a temporary folder per model
     (``exported_models`` moves them into place in one swap). Refuses a model trained on another
     split table (``LineageError``) and a run with no trained model (ValueError)."""
     trained, infos = _split(models)
@@ -58,7 +59,7 @@ def export_models(face_splits: pd.DataFrame, export: Mapping[str, Any], inferenc
         for name, model in trained.items():
             folder = Path(tempfile.mkdtemp(prefix=f"age_gender_export_{name}_"))
             folders[name] = str(folder)
-            info = export_model(model, folder, list(export["formats"]), flip_average(inference),
+            info = export_model(model, folder, list(export["formats"]), inference_views(inference),
                                 export.get("onnx_opset"))
             info.update(model=name, split_id=splits_split_id(face_splits),
                         training_split_id=(infos.get(name) or {}).get("split_id"))
@@ -108,13 +109,14 @@ def check_exports(exported: Mapping[str, Path], face_cache, face_splits: pd.Data
             # and UTKFace names begin with the age (the first 500 are young children)
             keep = np.linspace(0, len(rows) - 1, int(check["max_faces"])).round().astype(int)
             rows, images = rows.iloc[keep].reset_index(drop=True), images[keep]
-        age0, female0 = predict_faces(model, images, batch_size=check["batch_size"],
-                                      flip_average=bool(info["flip_average"]))
+        views = exported_views(info)
+        age0, female0 = predict_faces(model, images, batch_size=check["batch_size"], views=views)
         reference = headline(model_metrics(prediction_table(rows, age0, female0)))
         bench = images[: speed["faces"]]
-        keras_speed = images_per_second(keras_runner(model, bool(info["flip_average"])), bench,
+        keras_speed = images_per_second(keras_runner(model, views), bench,
                                         speed["batch_size"], speed["repeats"])
         entry = {"input_size": int(model.input_shape[1]), "n": int(len(rows)), "flip_average": info["flip_average"],
+                 "test_time_augmentation": views.describe(),
                  "keras_dtype_policy": info.get("keras_dtype_policy"),
                  "weights_sha256": info["weights_sha256"],
                  "keras": {**reference, "images_per_second": keras_speed}, "formats": {}}
