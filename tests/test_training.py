@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -282,3 +283,12 @@ def test_augmentation_inside_the_model_acts_in_training_only():
     assert not np.allclose(np.asarray(augmented), images)
     # TensorFlow augments in tf.data; JAX and PyTorch inside the model
     assert augmentation_in_model() is (keras.backend.backend() != "tensorflow")
+
+
+def test_the_python_api_and_console_default_views_are_conf_bases():
+    import yaml
+
+    from age_gender.tta import DEFAULT_ZOOMS
+
+    base = yaml.safe_load((Path(__file__).parents[1] / "conf/base/parameters.yml").read_text())
+    assert list(DEFAULT_ZOOMS) == base["inference"]["zooms"]

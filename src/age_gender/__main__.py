@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from age_gender.datasets import IMAGE_SUFFIXES
+from age_gender.tta import DEFAULT_ZOOMS, Views
 
 
 def _photo_paths(paths: list[str]) -> list[Path]:
@@ -57,6 +58,9 @@ def predict_command(argv: list[str]) -> int:
     parser.add_argument("--min-face", type=int, default=40, help="smallest face side, px (default 40)")
     parser.add_argument("--batch-size", type=int, default=32, help="photos per batch (default 32)")
     parser.add_argument("--no-flip-average", action="store_true", help="do not average with the mirror image")
+    parser.add_argument("--zooms", default=",".join(str(z) for z in DEFAULT_ZOOMS),
+                        help="test-time centre-crop zooms, comma-separated factors in (1, 1.5] "
+                             f"(default {','.join(str(z) for z in DEFAULT_ZOOMS)}, as conf/base; '' for none)")
     args = parser.parse_args(argv)
     try:
         if args.batch_size < 1:
@@ -78,8 +82,13 @@ def predict_command(argv: list[str]) -> int:
             reader,
         )
 
+        try:
+            zooms = tuple(float(z) for z in args.zooms.split(",") if z.strip())
+        except ValueError:
+            raise ValueError(f"--zooms must be comma-separated numbers, e.g. 1.05,1.1, got {args.zooms!r}") from None
+        views = Views(not args.no_flip_average, zooms)
         predictor = PhotoPredictor(args.model, DetectSettings(args.detector, args.min_face, margin=args.margin),
-                                   views=not args.no_flip_average)
+                                   views=views)
     except ValueError as error:
         print(f"ERROR: {error}", file=sys.stderr)
         return 1

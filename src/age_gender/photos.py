@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from age_gender.faces import GENDERS, decode_photo
-from age_gender.tta import Views
+from age_gender.tta import DEFAULT_ZOOMS, Views
 
 #: Columns of a predictions table: the photo, the face's number in it (largest first), its box
 #: (px, ints), the detector's confidence, predicted age (years), gender and probabilities.
@@ -221,7 +221,8 @@ def _path_reader(path: Path, max_pixels: int) -> Callable[[], np.ndarray | str]:
 
 def predict_faces(model: Any, images: Sequence[str | os.PathLike | np.ndarray] | str | os.PathLike | np.ndarray, *,
                   detector: str = "mtcnn", margin: float = 0.0, min_face: int = 40,
-                  flip_average: bool = True, batch_size: int = 32, max_pixels: int = DEFAULT_MAX_PIXELS,
+                  flip_average: bool = True, zooms: Sequence[float] = DEFAULT_ZOOMS, batch_size: int = 32,
+                  max_pixels: int = DEFAULT_MAX_PIXELS,
                   progress: bool = False) -> pd.DataFrame:
     """Age and gender of every face in ``images``.
 
@@ -233,7 +234,9 @@ def predict_faces(model: Any, images: Sequence[str | os.PathLike | np.ndarray] |
         detector: ``mtcnn`` (eye-aligned crops, the default) or ``haar``.
         margin: extra share of the crop side on each side of UTKFace's framing (0: as trained).
         min_face: smallest face side looked for, px.
-        flip_average: average each face's prediction with its mirror image's.
+        flip_average: average each face's prediction with its mirror image's (of every view).
+        zooms: test-time centre crops zoomed in by these factors, in (1, 1.5] (default: those of
+            conf/base's ``inference.zooms``; ``()``: the face alone). See ``age_gender.tta``.
         batch_size: photos searched and predicted together.
         max_pixels: larger photos are refused as decompression bombs.
         progress: show a Keras progress bar.
@@ -266,7 +269,8 @@ def predict_faces(model: Any, images: Sequence[str | os.PathLike | np.ndarray] |
             items.append((str(image), _path_reader(Path(image).expanduser(), max_pixels)))
         else:
             items.append((index, _array_reader(image, index)))
-    predictor = PhotoPredictor(model, DetectSettings(detector, int(min_face), margin=float(margin)), flip_average)
+    views = Views(bool(flip_average), tuple(zooms))
+    predictor = PhotoPredictor(model, DetectSettings(detector, int(min_face), margin=float(margin)), views)
     rows = []
     for result in predict_stream(predictor, items, batch_size, len(items), progress):
         if result.problem:

@@ -18,6 +18,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+# conf/base's inference.zooms, for the Python API and the console command (which read no Kedro
+# configuration); a test keeps the two equal.
+DEFAULT_ZOOMS = (1.05, 1.1)
+
 
 @dataclass(frozen=True)
 class Views:
