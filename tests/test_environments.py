@@ -199,3 +199,12 @@ def test_airflow_dag_for_the_paper_search_has_one_task_per_candidate(env_project
         mine = [t for t in tasks if re.search(rf"(^|-){re.escape(name)}(-|$)", t)]
         assert len(mine) == 1, f"{name}: {mine}"
     assert len(candidates) == 24
+
+
+def test_the_smoke_sample_the_readme_makes_is_git_ignored():
+    """README and docs/configuration.md make the smoke sample as ``sample.tar.gz`` in the clone:
+    UTKFace images, which must never be committed by a ``git add -A``."""
+    command = re.search(r"python scripts/gpu_sample.py \d+ --out (\S+?)`", (REPO / "README.md").read_text())
+    assert command, "README no longer shows how to make the smoke sample; update this test"
+    ignored = subprocess.run(["git", "check-ignore", "-q", "--no-index", command.group(1)], cwd=REPO)
+    assert ignored.returncode == 0, f"{command.group(1)} is not git-ignored: add it to .gitignore"

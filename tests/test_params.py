@@ -84,6 +84,8 @@ def test_base_parameters_are_valid_and_cover_every_group(base):
     ("predict.model", "vgg", "predict.model must be one of 'scratch', 'transfer', got 'vgg'"),
     ("inference.flip_average", "yes", "inference.flip_average must be true or false, got 'yes'"),
     ("inference.zooms", [0.9], "inference.zooms[0] must be a number > 1 and <= 1.5, got 0.9"),
+    ("inference.zooms", [1.5, 1.5], "inference: zooms lists 1.5 more than once; list each zoom once"),
+    ("distill.inference.zooms", [1.1, 1.1], "distill.inference: zooms lists 1.1 more than once; list each zoom once"),
     ("inference.shift", 0.3, "inference.shift must be a number >= 0 and < 0.25, got 0.3"),
     ("device.deterministic", "yes", "device.deterministic must be true or false, got 'yes'"),
     ("evaluation.bootstrap.resamples", 50, "evaluation.bootstrap: resamples must be 0 (no intervals) or >= 100, got 50"),

@@ -62,6 +62,8 @@ def test_every_photo_keeps_its_own_annotation_and_16_bit_gray_is_read(project):
     annotated = project / "data" / "07_model_output" / "annotated_photos"
     assert {p.name for p in annotated.iterdir()} == files
     assert report["detector"] == "mtcnn" and report["found_by_race_measured"]["largest_gap"] >= 0
+    # the views the ages were averaged over (conf/base's inference), as export_info.json says them
+    assert report["test_time_augmentation"] == {"flip_average": True, "zooms": [1.05, 1.1], "shift": 0.0, "views": 6}
 
 
 def test_the_file_size_cap_is_the_parameter(project):

@@ -191,6 +191,7 @@ def test_test_time_views_average_zooms_shifts_and_mirrors():
 @pytest.mark.parametrize("inference,message", [
     ({"flip_average": True, "zooms": [0.9]}, "inference.zooms must be factors in"),
     ({"flip_average": True, "zooms": 1.1}, "inference.zooms must be a list"),
+    ({"flip_average": True, "zooms": [1.5, 1.5]}, "inference.zooms lists 1.5 more than once; list each zoom once"),
     ({"flip_average": True, "shift": 0.5}, "inference.shift must be a fraction"),
     ({"flip_average": "yes"}, "inference.flip_average must be true or false"),
 ])
@@ -199,6 +200,27 @@ def test_bad_test_time_views_are_refused_in_one_line(inference, message):
 
     with pytest.raises(ValueError, match=message):
         Views.from_params(inference)
+
+
+@pytest.mark.parametrize("zooms,message", [
+    (0.5, "zooms must be a list of factors in (1, 1.5], e.g. [1.05, 1.1], got 0.5"),
+    ("1.1", "zooms must be a list of factors in (1, 1.5], e.g. [1.05, 1.1], got '1.1'"),
+    ((0.5,), "zooms must be factors in (1, 1.5], e.g. [1.05, 1.1], got [0.5]"),
+    ((1.1, 1.2, 1.1), "zooms lists 1.1 more than once; list each zoom once"),
+])
+def test_predict_faces_refuses_bad_zooms_naming_its_argument(zooms, message, tmp_path):
+    """The Python API names its own argument (not conf's inference.zooms), with a ValueError (not
+    a TypeError from deep inside), before the model is even loaded."""
+    from age_gender import predict_faces
+    from age_gender.tta import zoom_factors
+
+    face = np.zeros((64, 64, 3), np.uint8)
+    with pytest.raises(ValueError) as refused:
+        predict_faces(str(tmp_path / "never_loaded.keras"), face, zooms=zooms)
+    assert str(refused.value) == message
+    with pytest.raises(ValueError, match=r"^--zooms "):
+        zoom_factors(zooms, "--zooms")
+    assert zoom_factors(None) == zoom_factors([]) == () and zoom_factors([1.05, 1.1]) == (1.05, 1.1)
 
 
 def test_cosine_schedule_warms_up_linearly_then_decays():

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from age_gender.datasets import IMAGE_SUFFIXES
-from age_gender.tta import DEFAULT_ZOOMS, Views
+from age_gender.tta import DEFAULT_ZOOMS, Views, zoom_factors
 
 
 def _photo_paths(paths: list[str]) -> list[Path]:
@@ -86,7 +86,7 @@ def predict_command(argv: list[str]) -> int:
             zooms = tuple(float(z) for z in args.zooms.split(",") if z.strip())
         except ValueError:
             raise ValueError(f"--zooms must be comma-separated numbers, e.g. 1.05,1.1, got {args.zooms!r}") from None
-        views = Views(not args.no_flip_average, zooms)
+        views = Views(not args.no_flip_average, zoom_factors(zooms, "--zooms"))
         predictor = PhotoPredictor(args.model, DetectSettings(args.detector, args.min_face, margin=args.margin),
                                    views=views)
     except ValueError as error:

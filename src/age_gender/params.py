@@ -134,11 +134,16 @@ class AgeHead(_Group):
 class Inference(_Group):
     """``inference``: how every node that predicts does it: the test-time views averaged per
     face (``age_gender.tta``): the mirror image (``flip_average``), centre-crop ``zooms`` in
-    (1, 1.5] and four shifts of ``shift`` x the side in [0, 0.25) (0: none)."""
+    (1, 1.5], each once, and four shifts of ``shift`` x the side in [0, 0.25) (0: none)."""
 
     flip_average: bool
     zooms: list[Annotated[float, Field(gt=1.0, le=1.5)]]
     shift: Annotated[float, Field(ge=0, lt=0.25)]
+
+    @model_validator(mode="after")
+    def _zooms_once(self):
+        _listed_once([str(z) for z in self.zooms], "zooms", "zoom")
+        return self
 
 
 class BootstrapSetting(_Group):

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from age_gender.faces import GENDERS, decode_photo
-from age_gender.tta import DEFAULT_ZOOMS, Views
+from age_gender.tta import DEFAULT_ZOOMS, Views, zoom_factors
 
 #: Columns of a predictions table: the photo, the face's number in it (largest first), its box
 #: (px, ints), the detector's confidence, predicted age (years), gender and probabilities.
@@ -269,7 +269,7 @@ def predict_faces(model: Any, images: Sequence[str | os.PathLike | np.ndarray] |
             items.append((str(image), _path_reader(Path(image).expanduser(), max_pixels)))
         else:
             items.append((index, _array_reader(image, index)))
-    views = Views(bool(flip_average), tuple(zooms))
+    views = Views(bool(flip_average), zoom_factors(zooms, "zooms"))
     predictor = PhotoPredictor(model, DetectSettings(detector, int(min_face), margin=float(margin)), views)
     rows = []
     for result in predict_stream(predictor, items, batch_size, len(items), progress):

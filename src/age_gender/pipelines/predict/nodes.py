@@ -61,7 +61,8 @@ def predict_photos(photos: FaceSource, params: Mapping[str, Any], inference: Map
     rows, annotated, taken = [], {}, set()
     report = {"photos_seen": photos.files_seen, "no_face": [], "unreadable": {},
               "refused": dict(photos.refused), "model": params["model"], "detector": params["detector"],
-              "found_by_race_measured": measured_detection(params["detector"]), "annotated": {}}
+              "found_by_race_measured": measured_detection(params["detector"]),
+              "test_time_augmentation": predictor.views.describe(), "annotated": {}}
     for result in predict_stream(predictor, readers.items(), int(params["batch_size"]), len(readers), progress=True):
         if result.problem:
             report["unreadable"][result.name] = result.problem
