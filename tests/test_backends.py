@@ -121,9 +121,11 @@ def test_model_saved_on_tensorflow_predicts_the_same_on_jax(projects, tmp_path):
 
 
 def test_gpu_check_cpu_mode_runs_every_stage(sample_archive, tmp_path):
-    env = {**_jax_env(), "GPU_CHECK_PYTHON": sys.executable, "GPU_CHECK_LIMIT": "400"}
+    # Generous limits: a check of what runs, not of how fast (on a loaded 2-core host 400 s
+    # skipped the last stage).
+    env = {**_jax_env(), "GPU_CHECK_PYTHON": sys.executable, "GPU_CHECK_LIMIT": "1200"}
     done = subprocess.run(["bash", str(REPO / "scripts" / "gpu_check.sh"), "--cpu", "--archive", str(sample_archive),
-                           "--out", str(tmp_path / "out")], env=env, capture_output=True, text=True, timeout=480)
+                           "--out", str(tmp_path / "out")], env=env, capture_output=True, text=True, timeout=1300)
     result = json.loads((tmp_path / "out" / "gpu_check.json").read_text())
     assert done.returncode == 0, (done.stdout[-2000:], json.dumps(result["stages"])[-3000:])
     assert (tmp_path / "out" / "gpu_check.log").stat().st_size > 0
