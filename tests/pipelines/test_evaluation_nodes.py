@@ -53,8 +53,12 @@ def test_range_labelled_test_data_shows_the_share_inside_the_range_not_an_age_ma
                              rows.assign(model="transfer", age_pred=[25.0] * 4 + [35.0] * 4)])
     evaluation = {"bootstrap": {"resamples": 200, "confidence": 0.95, "seed": 0}}
     metrics = compute_metrics(predictions, evaluation)
-    heads = headlines(metrics, scratch=None, transfer=None)
+    heads = headlines(metrics, {"flip_average": True, "zooms": [1.05, 1.1], "shift": 0.0}, scratch=None, transfer=None)
     assert heads["scratch"]["age_in_range_share"] == 0.5 and heads["transfer"]["age_in_range_share"] == 1.0
+    # the metrics say which test-time views the predictions averaged
+    assert heads["transfer"]["test_time_augmentation"] == {"flip_average": True, "zooms": [1.05, 1.1], "shift": 0.0,
+                                                           "views": 6}
+    assert "mean over 6 test-time views" in comparison(heads, [])[1]
     assert heads["scratch"]["age_labels"] == "ranges"
     paired = paired_differences(predictions, evaluation)
     (difference,) = paired

@@ -22,7 +22,7 @@ from age_gender.metrics import (
     paired_difference,
     paired_in_range_difference,
 )
-from age_gender.reporting import STUDY_RESULTS, predict_models
+from age_gender.reporting import STUDY_RESULTS, inference_views, predict_models
 from age_gender.training import cached_images, select_split
 
 
@@ -79,10 +79,14 @@ def _age_ranges(predictions: pd.DataFrame) -> bool:
     return "age_low" in predictions and bool((predictions["age_low"] != predictions["age_high"]).any())
 
 
-def headlines(metrics: Mapping[str, Any], **training_info: Mapping[str, Any] | None) -> dict[str, dict[str, Any]]:
+def headlines(metrics: Mapping[str, Any], inference: Mapping[str, Any] | None = None,
+              **training_info: Mapping[str, Any] | None) -> dict[str, dict[str, Any]]:
     """Per evaluated model: gender accuracy, age MAE, n (``metrics.headline``) with how it trained
-    (``{model}_training_info``), saved as ``test_metrics/{model}.json``."""
-    return {name: {"model": name, **headline(values), **_range_headline(values),
+    (``{model}_training_info``) and, given the run's ``inference`` parameters, the test-time views
+    its predictions averaged (``test_time_augmentation``, ``Views.describe``); saved as
+    ``test_metrics/{model}.json``."""
+    views = {"test_time_augmentation": inference_views(inference).describe()} if inference is not None else {}
+    return {name: {"model": name, **headline(values), **_range_headline(values), **views,
                    **{k: v for k, v in (training_info.get(name) or {}).items() if k != "model"}}
             for name, values in metrics.items()}
 
@@ -132,7 +136,7 @@ def comparison(test_metrics: Mapping[str, Any], paired: list[Mapping[str, Any]] 
                "age_mae": None if ranged else value["age_mae"],
                "age_mae_ci": None if ranged else value.get("age_mae_ci"), "n": value["n"],
                "train_seconds": value.get("train_seconds"), "pretrained": value.get("pretrained"),
-               "out_of_time": value.get("out_of_time"),
+               "out_of_time": value.get("out_of_time"), "test_time_augmentation": value.get("test_time_augmentation"),
                "source": f"this project, {name}" + (f" ({value['backbone']})" if value.get("backbone") else "")}
         if ranged:
             row.update(age_in_range_share=value["age_in_range_share"],
@@ -163,6 +167,11 @@ def comparison(test_metrics: Mapping[str, Any], paired: list[Mapping[str, Any]] 
     markdown = "\n".join(lines) + "\n\nStudy numbers are on its own 499-image validation split; this " \
         "project's are on its held-out test split (n above), drawn first and never trained or early-stopped on. " \
         "Intervals: 95 % percentile bootstrap over the test rows.\n"
+    views = next((r["test_time_augmentation"] for r in rows if r.get("test_time_augmentation")), None)
+    if views:
+        markdown += (f"Each face predicted as the mean over {views['views']} test-time views (inference: "
+                     f"flip_average {str(views['flip_average']).lower()}, zooms {views['zooms']}, "
+                     f"shift {views['shift']}).\n")
     if ranges:
         markdown += ("\nThis test data labels ages as ranges, so no age MAE is given for this project's models: "
                      "the age column is the share of predictions with age_low <= predicted age < age_high + 1 "
