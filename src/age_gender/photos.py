@@ -112,6 +112,8 @@ class PhotoPredictor:
         self.size = int(shape[1])
         self.settings = settings
         self.views = views if isinstance(views, Views) else Views(flip=bool(views))
+        # wrapped once: a new wrapper per batch would make Keras trace a new predict function each time
+        self._averaged = self.views.wrap(self.model)
         self.detector = make_detector(settings.detector, settings.min_face, settings.min_neighbors,
                                       settings.thresholds)
 
@@ -125,7 +127,7 @@ class PhotoPredictor:
         crops = [crop_face(photo, face, self.size, self.settings.margin)
                  for photo, faces in zip(photos, found) for face in faces]
         if crops:
-            ages, female = predict_crops(self.model, np.stack(crops), views=self.views)
+            ages, female = predict_crops(self._averaged, np.stack(crops))  # the views are inside
         else:
             ages, female = np.zeros(0), np.zeros(0)
         results, k = [], 0
