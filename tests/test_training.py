@@ -137,7 +137,8 @@ def test_cosine_schedule_decays_and_unknown_schedule_is_an_error():
 def test_flip_average_scores_the_face_and_its_mirror():
     import keras
 
-    from age_gender.reporting import flip_average, predict_faces
+    from age_gender.reporting import predict_faces
+    from age_gender.tta import Views
 
     # A model that reads only the left column: its mirror-averaged output is the mean of both edges.
     model = _column_model(keras)
@@ -148,9 +149,9 @@ def test_flip_average_scores_the_face_and_its_mirror():
     averaged, _ = predict_faces(model, images, flip_average=True)
     np.testing.assert_allclose(plain, 10)
     np.testing.assert_allclose(averaged, 20)
-    assert flip_average({"flip_average": True}) and not flip_average(None)
+    assert Views.from_params({"flip_average": True}).flip and not Views.from_params(None).flip
     with pytest.raises(ValueError, match="inference.flip_average"):
-        flip_average({"flip_average": "yes"})
+        Views.from_params({"flip_average": "yes"})
 
 
 def _column_model(keras, size=4):

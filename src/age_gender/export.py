@@ -139,8 +139,8 @@ def _one_line(error: BaseException) -> str:
 def exported_views(info: Mapping[str, Any]) -> Views:
     """The test-time views an export was made with (``export_info.json``; exports made before
     ``test_time_augmentation`` was recorded averaged the mirror image only)."""
-    tta = info.get("test_time_augmentation") or {}
-    return Views(bool(info.get("flip_average", False)), tuple(tta.get("zooms") or ()), float(tta.get("shift") or 0.0))
+    return Views.from_params({**(info.get("test_time_augmentation") or {}),
+                              "flip_average": bool(info.get("flip_average", False))})
 
 
 def export_model(model, folder: Path, formats: Sequence[str], views: Views,

@@ -46,19 +46,6 @@ def predict_faces(model, images: np.ndarray, batch_size: int = 256, flip_average
     return np.concatenate(ages), np.concatenate(females)
 
 
-def inference_views(inference: Mapping[str, Any] | None) -> Views:
-    """The ``inference`` parameters' test-time views (``age_gender.tta.Views.from_params``)."""
-    return Views.from_params(inference)
-
-
-def flip_average(inference: Mapping[str, Any] | None) -> bool:
-    """The ``inference.flip_average`` parameter, checked."""
-    value = (inference or {}).get("flip_average", False)
-    if not isinstance(value, bool):
-        raise ValueError(f"inference.flip_average must be true or false, got {value!r}")
-    return value
-
-
 def prediction_table(rows: pd.DataFrame, age_pred: np.ndarray, female_prob: np.ndarray) -> pd.DataFrame:
     table = rows[[c for c in ("file_name", "cache_index", "age", "age_low", "age_high", "gender", "race")
                   if c in rows]].copy()
@@ -73,7 +60,7 @@ def predict_table(model, rows: pd.DataFrame, images: np.ndarray, inference: Mapp
     """``prediction_table`` of ``model`` on ``images`` (row i = ``rows`` row i), with the
     ``inference`` parameters (test-time views: ``age_gender.tta``); a ``model`` column when
     ``name`` is given."""
-    table = prediction_table(rows, *predict_faces(model, images, views=inference_views(inference)))
+    table = prediction_table(rows, *predict_faces(model, images, views=Views.from_params(inference)))
     return table.assign(model=name) if name is not None else table
 
 

@@ -62,10 +62,8 @@ class Views:
         """The ``inference`` parameters (``flip_average``, ``zooms``, ``shift``; absent: off).
         Raises ValueError naming the bad setting."""
         inference = inference or {}
-        zooms = inference.get("zooms") or ()
-        if not isinstance(zooms, list | tuple):
-            raise ValueError(f"inference.zooms must be a list of factors, e.g. [1.05, 1.1], got {zooms!r}")
-        return cls(inference.get("flip_average", False), tuple(zooms), inference.get("shift", 0.0) or 0.0)
+        return cls(inference.get("flip_average", False), zoom_factors(inference.get("zooms")),
+                   inference.get("shift", 0.0) or 0.0)
 
     @property
     def count(self) -> int:

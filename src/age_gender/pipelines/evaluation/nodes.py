@@ -22,8 +22,9 @@ from age_gender.metrics import (
     paired_difference,
     paired_in_range_difference,
 )
-from age_gender.reporting import STUDY_RESULTS, inference_views, predict_models
+from age_gender.reporting import STUDY_RESULTS, predict_models
 from age_gender.training import cached_images, select_split
+from age_gender.tta import Views
 
 
 def predict_test_split(face_cache, face_splits: pd.DataFrame, inference: Mapping[str, Any] | None,
@@ -85,7 +86,7 @@ def headlines(metrics: Mapping[str, Any], inference: Mapping[str, Any] | None = 
     (``{model}_training_info``) and, given the run's ``inference`` parameters, the test-time views
     its predictions averaged (``test_time_augmentation``, ``Views.describe``); saved as
     ``test_metrics/{model}.json``."""
-    views = {"test_time_augmentation": inference_views(inference).describe()} if inference is not None else {}
+    views = {"test_time_augmentation": Views.from_params(inference).describe()} if inference is not None else {}
     return {name: {"model": name, **headline(values), **_range_headline(values), **views,
                    **{k: v for k, v in (training_info.get(name) or {}).items() if k != "model"}}
             for name, values in metrics.items()}

@@ -30,8 +30,9 @@ from age_gender.export import (
 )
 from age_gender.lineage import LineageError, check_trained_on, short, splits_split_id
 from age_gender.metrics import headline, model_metrics
-from age_gender.reporting import inference_views, predict_faces, prediction_table
+from age_gender.reporting import predict_faces, prediction_table
 from age_gender.training import select_split
+from age_gender.tta import Views
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ def export_models(face_splits: pd.DataFrame, export: Mapping[str, Any], inferenc
         for name, model in trained.items():
             folder = Path(tempfile.mkdtemp(prefix=f"age_gender_export_{name}_"))
             folders[name] = str(folder)
-            info = export_model(model, folder, list(export["formats"]), inference_views(inference),
+            info = export_model(model, folder, list(export["formats"]), Views.from_params(inference),
                                 export.get("onnx_opset"))
             info.update(model=name, split_id=splits_split_id(face_splits),
                         training_split_id=(infos.get(name) or {}).get("split_id"))

@@ -21,7 +21,7 @@ from age_gender.photos import (
     predict_stream,
     reader,
 )
-from age_gender.reporting import inference_views
+from age_gender.tta import Views
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ def predict_photos(photos: FaceSource, params: Mapping[str, Any], inference: Map
     model = models[params["model"]]
     if model is None:
         raise ValueError(f"No trained {params['model']} model: run `kedro run --pipeline {params['model']}` first.")
-    predictor = PhotoPredictor(model, DetectSettings.from_params(params), inference_views(inference))
+    predictor = PhotoPredictor(model, DetectSettings.from_params(params), Views.from_params(inference))
     max_bytes = int(float(params["max_file_mb"]) * 1_000_000)
     readers = {name: reader(data, int(params["max_pixels"]), max_bytes) for name, data in sorted(photos.members)}
     rows, annotated, taken = [], {}, set()
