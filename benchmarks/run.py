@@ -680,7 +680,7 @@ def bench_predict(quick: bool) -> dict:
     ages = np.array([label.age for _, label, _ in sample], float)
     genders = np.array([label.gender for _, label, _ in sample])
     crops = np.stack([decode_face(data, (size,), 10**8).arrays[size] for _, _, data in sample])
-    crop_age, crop_female = predict_faces(model, crops, flip_average=True)
+    crop_age, crop_female = predict_faces(model, crops, views=True)
 
     def scores(index, age_pred, female):
         return {"gender_accuracy": round(float(np.mean((female >= 0.5) == genders[index])), 4),
@@ -691,7 +691,7 @@ def bench_predict(quick: bool) -> dict:
               "model_seconds": train_seconds, "on_crops": scores(np.arange(len(sample)), crop_age, crop_female),
               "photo": "640x480 scene, face 64-200 px, rotated -20..20 degrees, off-centre"}
     for name in ("mtcnn", "haar"):
-        predictor = PhotoPredictor(model, DetectSettings(detector=name), flip_average=True)
+        predictor = PhotoPredictor(model, DetectSettings(detector=name), views=True)
         predictor.predict(list(photos[:4]))  # warm-up: graphs traced, cascade loaded
         tick = time.perf_counter()
         rows = [r for start in range(0, len(photos), 32) for r in predictor.predict(list(photos[start:start + 32]))]

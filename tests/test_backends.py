@@ -104,7 +104,7 @@ def test_model_saved_on_tensorflow_predicts_the_same_on_jax(projects, tmp_path):
         "images = np.load(sys.argv[1])\n"
         "for name in ('tf', 'jax'):\n"
         "    model = keras.models.load_model(sys.argv[2] if name == 'tf' else sys.argv[3])\n"
-        "    np.save(sys.argv[4] + f'_{name}.npy', np.stack(predict_faces(model, images, flip_average=True)))\n")
+        "    np.save(sys.argv[4] + f'_{name}.npy', np.stack(predict_faces(model, images, views=True)))\n")
     done = subprocess.run([sys.executable, "-c", script, str(tmp_path / "images.npy"),
                            str(saved(tf_root / "data" / "06_models" / "scratch.keras")),
                            str(saved(jax_root / "data" / "06_models" / "scratch.keras")), str(tmp_path / "on_jax")],
@@ -113,7 +113,7 @@ def test_model_saved_on_tensorflow_predicts_the_same_on_jax(projects, tmp_path):
     assert keras.backend.backend() == "tensorflow"
     for name, root in (("tf", tf_root), ("jax", jax_root)):
         here = np.stack(predict_faces(keras.models.load_model(saved(root / "data" / "06_models" / "scratch.keras")),
-                                      images, flip_average=True))
+                                      images, views=True))
         there = np.load(tmp_path / f"on_jax_{name}.npy")
         # float32 models: the backends' convolutions sum in other orders; 1e-3 years / 1e-4 in probability.
         np.testing.assert_allclose(here[0], there[0], atol=1e-3, rtol=0)

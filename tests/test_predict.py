@@ -277,6 +277,9 @@ def test_console_predict_needs_no_kedro_project(tiny_model, two_faces, tmp_path)
     bad_zooms = _cli(str(folder), "--model", str(tiny_model), "--zooms", "0.9", cwd=tmp_path)
     assert bad_zooms.returncode == 1  # names the console option, not conf's inference.zooms
     assert bad_zooms.stderr.strip().splitlines()[-1].startswith("ERROR: --zooms must be factors in (1, 1.5]")
+    empty_item = _cli(str(folder), "--model", str(tiny_model), "--zooms", "1.1,,1.2", cwd=tmp_path)
+    assert empty_item.returncode == 1  # a stray comma is a typo, not "skip this zoom"
+    assert empty_item.stderr.strip().splitlines()[-1].startswith("ERROR: --zooms must be comma-separated numbers")
     plain = _cli(str(folder), "--model", str(tiny_model), "--zooms", "", "--output", str(tmp_path / "p.csv"), cwd=tmp_path)
     assert plain.returncode == 0 and len(pd.read_csv(tmp_path / "p.csv")) == 2
 

@@ -146,7 +146,7 @@ def test_flip_average_scores_the_face_and_its_mirror():
     images[:, :, 0, 0] = 10
     images[:, :, 3, 0] = 30
     plain, _ = predict_faces(model, images)
-    averaged, _ = predict_faces(model, images, flip_average=True)
+    averaged, _ = predict_faces(model, images, views=True)
     np.testing.assert_allclose(plain, 10)
     np.testing.assert_allclose(averaged, 20)
     assert Views.from_params({"flip_average": True}).flip and not Views.from_params(None).flip

@@ -82,8 +82,8 @@ def predict_command(argv: list[str]) -> int:
             reader,
         )
 
-        try:
-            zooms = tuple(float(z) for z in args.zooms.split(",") if z.strip())
+        try:  # '' or spaces: no zoomed view; otherwise every comma-separated item a number
+            zooms = tuple(float(z) for z in args.zooms.split(",")) if args.zooms.strip() else ()
         except ValueError:
             raise ValueError(f"--zooms must be comma-separated numbers, e.g. 1.05,1.1, got {args.zooms!r}") from None
         views = Views(not args.no_flip_average, zoom_factors(zooms, "--zooms"))

@@ -21,17 +21,17 @@ STUDY_RESULTS = {
 }
 
 
-def predict_faces(model, images: np.ndarray, batch_size: int = 256, flip_average: bool = False,
-                  views: Views | None = None) -> tuple[np.ndarray, np.ndarray]:
+def predict_faces(model, images: np.ndarray, batch_size: int = 256,
+                  views: Views | bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Predicted age (years, float64, N) and probability of 'female' (float64, N) for uint8
     images (N x S x S x 3, S the model's input size; a memory map is read a batch at a time).
 
     Plain NumPy batches (no ``tf.data``), so it runs on any Keras backend; the models carry their
     own preprocessing. ``views`` (:class:`age_gender.tta.Views`, test-time augmentation) averages
-    each face's views, ``batch_size`` faces' views per step; without it, ``flip_average``
-    averages the face and its mirror image (``Views(flip=flip_average)``).
+    each face's views, ``batch_size`` faces' views per step; a bool is ``Views(flip=views)``: the
+    face and its mirror image (True) or the face alone (False), as :class:`PhotoPredictor` takes it.
     """
-    views = views if views is not None else Views(flip=bool(flip_average))
+    views = views if isinstance(views, Views) else Views(flip=bool(views))
     runner = views.wrap(model)
     batch_size = max(1, int(batch_size))
     chunk = max(batch_size, 4096 // batch_size * batch_size)  # bounded memory
