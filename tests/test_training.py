@@ -154,6 +154,25 @@ def test_flip_average_scores_the_face_and_its_mirror():
         Views.from_params({"flip_average": "yes"})
 
 
+@pytest.mark.parametrize("views", ["false", "no", 0, 1, None, (1.05, 1.1), {"flip_average": True, "zooms": [1.1]}])
+def test_views_that_are_neither_views_nor_a_bool_are_refused_not_read_as_true(views):
+    """``views="false"`` or a tuple of zooms used to become ``Views(flip=bool(views))``: the mirror
+    image silently on and the zooms silently dropped. Both callers refuse them in one line."""
+    import keras
+
+    from age_gender.photos import PhotoPredictor
+    from age_gender.reporting import predict_faces
+    from age_gender.tta import Views
+
+    model = _column_model(keras)
+    with pytest.raises(ValueError, match=r"^views must be an age_gender.tta.Views or true/false, got "):
+        predict_faces(model, np.zeros((2, 4, 4, 3), np.uint8), views=views)
+    with pytest.raises(ValueError, match=r"^views must be an age_gender.tta.Views or true/false"):
+        PhotoPredictor(model, views=views)
+    assert Views.of(np.bool_(True)) == Views(flip=True) and Views.of(False) == Views()
+    assert Views.of(Views(zooms=(1.1,))) == Views(zooms=(1.1,))
+
+
 def _column_model(keras, size=4):
     """age = mean of the left pixel column's red channel, gender = 0."""
     inputs = keras.Input((size, size, 3))

@@ -111,7 +111,7 @@ class PhotoPredictor:
             raise ValueError(f"model input must be (batch, size, size, 3), got {shape}")
         self.size = int(shape[1])
         self.settings = settings
-        self.views = views if isinstance(views, Views) else Views(flip=bool(views))
+        self.views = Views.of(views)
         # wrapped once: a new wrapper per batch would make Keras trace a new predict function each time
         self._averaged = self.views.wrap(self.model)
         self.detector = make_detector(settings.detector, settings.min_face, settings.min_neighbors,

@@ -30,8 +30,9 @@ def predict_faces(model, images: np.ndarray, batch_size: int = 256,
     own preprocessing. ``views`` (:class:`age_gender.tta.Views`, test-time augmentation) averages
     each face's views, ``batch_size`` faces' views per step; a bool is ``Views(flip=views)``: the
     face and its mirror image (True) or the face alone (False), as :class:`PhotoPredictor` takes it.
+    Raises ValueError (one line) for any other ``views`` (``"false"``, a tuple of zooms, a dict).
     """
-    views = views if isinstance(views, Views) else Views(flip=bool(views))
+    views = Views.of(views)
     runner = views.wrap(model)
     batch_size = max(1, int(batch_size))
     chunk = max(batch_size, 4096 // batch_size * batch_size)  # bounded memory

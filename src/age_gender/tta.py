@@ -18,6 +18,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 # conf/base's inference.zooms, for the Python API and the console command (which read no Kedro
 # configuration); a test keeps the two equal.
 DEFAULT_ZOOMS = (1.05, 1.1)
@@ -64,6 +66,20 @@ class Views:
         inference = inference or {}
         return cls(inference.get("flip_average", False), zoom_factors(inference.get("zooms")),
                    inference.get("shift", 0.0) or 0.0)
+
+    @classmethod
+    def of(cls, views: Views | bool, setting: str = "views") -> Views:
+        """``views`` as a :class:`Views`: a ``Views`` as it is; a bool (Python or NumPy) is the face
+        and its mirror image (True) or the face alone (False). Anything else (a string such as
+        ``"false"``, a tuple of zooms, a dict of ``inference`` parameters) raises ValueError, one
+        line naming ``setting``: it is never read as true."""
+        if isinstance(views, cls):
+            return views
+        if isinstance(views, bool | np.bool_):
+            return cls(flip=bool(views))
+        raise ValueError(f"{setting} must be an age_gender.tta.Views or true/false, got {views!r}; "
+                         f"e.g. Views(flip=True, zooms=(1.05, 1.1)), or Views.from_params(...) for the "
+                         f"inference parameters")
 
     @property
     def count(self) -> int:
