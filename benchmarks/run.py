@@ -1,5 +1,8 @@
 """Speed and memory benchmarks. Prints a table and writes data/08_reporting/benchmarks.json.
 
+``--only`` adds its results to that file's others (of the same kind: ``--quick`` or not, the same
+machine); a run of another kind than the file's is refused before it starts (``--output`` elsewhere).
+
     python benchmarks/run.py            # everything (about 5 minutes on a 2-core CPU)
     python benchmarks/run.py --quick    # smaller samples, for a smoke check
     python benchmarks/run.py --only bench_predict --predict-model data/06_models/transfer.keras
@@ -941,6 +944,37 @@ def machine() -> dict:
     return {"machine": gpu or cpu, "cpu": cpu, "gpu": gpu or None, "cores": os.cpu_count()}
 
 
+def merge_report(previous: dict | None, report: dict, output: str = "the output file") -> dict:
+    """``report`` (this run: ``machine()``, ``quick`` and ``results`` by benchmark name) plus the
+    results in ``previous`` (the output file's contents, or None) of benchmarks this run did not
+    rerun, so ``--only`` adds to a full run's file instead of wiping it. Raises ValueError (one
+    line) when ``previous`` holds such results of another kind (``--quick`` or not, another machine
+    or core count), or full-size results a ``--quick`` run would replace: mixing would mislabel their
+    figures, replacing would lose them."""
+    if not isinstance(previous, dict) or not isinstance(previous.get("results"), dict):
+        return report
+    kept = {name: result for name, result in previous["results"].items() if name not in report["results"]}
+    quick_over_full = report.get("quick") and not previous.get("quick") and previous["results"]
+    if not kept and not quick_over_full:
+        return report  # every benchmark rerun, at full size or over --quick figures: the file is replaced
+
+    def kind(r: dict) -> str:
+        return f"{'--quick' if r.get('quick') else 'full-size'} results on {r.get('machine')} ({r.get('cores')} cores)"
+
+    if any(previous.get(key) != report.get(key) for key in ("quick", "machine", "cores")):
+        raise ValueError(f"{output} holds {kind(previous)} of {', '.join(sorted(previous['results']))}; this run makes "
+                         f"{kind(report)}, which would mix with them or replace them: pass --output another.json "
+                         f"(or move that file away)")
+    return {**report, "results": {**kept, **report["results"]}}
+
+
+def _previous_report(output: Path) -> dict | None:
+    try:
+        return json.loads(output.read_text())
+    except (OSError, ValueError):  # none yet, or not JSON: nothing to keep
+        return None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller samples, for a smoke check")
@@ -959,6 +993,12 @@ def main() -> None:
     if unknown:
         sys.exit(f"unknown benchmark(s) {unknown}; known: {', '.join(BENCHMARKS)}")
     names = args.only or list(BENCHMARKS)
+    output = Path(args.output)
+    try:  # before any benchmark runs: would this run mix with or wipe the file's other results?
+        merge_report(_previous_report(output), {**machine(), "quick": args.quick, "results": dict.fromkeys(names)},
+                     str(output))
+    except ValueError as error:
+        sys.exit(f"ERROR: {error}")
     report = {**machine(), "quick": args.quick, "results": {}}
     for name in names:
         started = time.perf_counter()
@@ -967,8 +1007,10 @@ def main() -> None:
         print(name, json.dumps(report["results"][name]), flush=True)
     flat = {k: v for result in report["results"].values() for k, v in result.items()
             if k.endswith(("_per_s", "_ratio", "speedup_cached_vs_jpeg"))}
-    report.update(flat)
-    output = Path(args.output)
+    # the file: this run's results beside those of benchmarks it did not rerun (same kind, checked above)
+    report = merge_report(_previous_report(output), report, str(output))
+    report.update({k: v for result in report["results"].values() for k, v in result.items()
+                   if k.endswith(("_per_s", "_ratio", "speedup_cached_vs_jpeg"))})
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_suffix(".tmp")
     tmp.write_text(json.dumps(report, indent=2))
