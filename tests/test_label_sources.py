@@ -562,10 +562,24 @@ def test_an_unknown_external_dataset_names_the_conf_folder_the_run_reads():
     pipeline = SimpleNamespace(inputs=lambda: {"utk_copy", "nowhere", "params:external"})
     entries = {"utk_copy": FaceSourceDataset("/tmp/faces")}
     catalog = SimpleNamespace(load=lambda name: {"external": {"datasets": ["utk_copy", "nowhere"]}},
-                              get=entries.get)
+                              get=entries.get, keys=lambda: list(entries))
     for env, folder in ((None, "conf/local"), ("local", "conf/local"), ("smoke", "conf/smoke")):
-        with pytest.raises(DatasetError, match=rf"no FaceSourceDataset entry 'nowhere' \(found none\); define it in "
-                                               rf"{folder}/catalog\.yml"):
+        with pytest.raises(DatasetError, match=rf"no FaceSourceDataset entry 'nowhere' \(no entry of that name\); "
+                                               rf"define it in {folder}/catalog\.yml"):
             check_external_datasets(pipeline, catalog, env=env)
+    # a misspelt name (other_40 for other40) was reported as "(found none)", as if the catalog had no entry at all
+    entries["other40"] = FaceSourceDataset("/tmp/other")
+    catalog.load = lambda name: {"external": {"datasets": ["other_40"]}}
+    pipeline.inputs = lambda: {"other_40", "other40"}
+    with pytest.raises(DatasetError, match=r"entry 'other_40' \(no entry of that name; did you mean 'other40'\?\); define"):
+        check_external_datasets(pipeline, catalog, env="smoke")
+    entries["plain"] = object()
+    catalog.load = lambda name: {"external": {"datasets": ["plain"]}}
+    pipeline.inputs = lambda: {"plain"}
+    with pytest.raises(DatasetError, match=r"entry 'plain' \(its type is object\)"):
+        check_external_datasets(pipeline, catalog, env="smoke")
+    del entries["other40"], entries["plain"]
+    catalog.load = lambda name: {"external": {"datasets": ["utk_copy", "nowhere"]}}
+    pipeline.inputs = lambda: {"utk_copy", "nowhere", "params:external"}
     entries["nowhere"] = FaceSourceDataset("/tmp/more")
     assert check_external_datasets(pipeline, catalog, env="smoke") == ["utk_copy", "nowhere"]

@@ -58,8 +58,15 @@ def check_external_datasets(pipeline: Any, catalog: Any, env: str | None = None)
     for name in used:
         dataset = catalog.get(name)
         if not isinstance(dataset, FaceSourceDataset):
+            if dataset is not None:
+                found = f"its type is {type(dataset).__name__}"
+            else:  # a misspelt name reads as a missing entry: name the nearest one the catalog has
+                import difflib
+
+                near = difflib.get_close_matches(name, [str(k) for k in getattr(catalog, "keys", list)()], n=1)
+                found = "no entry of that name" + (f"; did you mean '{near[0]}'?" if near else "")
             raise DatasetError(f"external.datasets lists '{name}', but the catalog has no FaceSourceDataset "
-                               f"entry '{name}' (found {type(dataset).__name__ if dataset is not None else 'none'}); define it in "
+                               f"entry '{name}' ({found}); define it in "
                                f"{folder}/catalog.yml (type: age_gender.datasets.FaceSourceDataset, "
                                f"filepath: ..., see docs/datasets.md) or remove it from external.datasets")
     return used
