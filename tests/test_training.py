@@ -243,6 +243,21 @@ def test_predict_faces_refuses_bad_zooms_naming_its_argument(zooms, message, tmp
     assert zoom_factors(None) == zoom_factors([]) == () and zoom_factors([1.05, 1.1]) == (1.05, 1.1)
 
 
+@pytest.mark.parametrize("setting,message", [
+    ({"flip_average": "no"}, "flip_average must be True or False, got 'no'"),
+    ({"flip_average": None}, "flip_average must be True or False, got None"),
+    ({"batch_size": 0}, "batch_size must be an integer >= 1, got 0"),
+    ({"batch_size": 2.5}, "batch_size must be an integer >= 1, got 2.5"),
+])
+def test_predict_faces_refuses_a_flip_average_or_batch_size_it_would_have_to_guess(setting, message, tmp_path):
+    """``flip_average="no"`` was read as ``bool("no")``, True: the mirror image averaged in."""
+    from age_gender import predict_faces
+
+    with pytest.raises(ValueError) as refused:
+        predict_faces(str(tmp_path / "never_loaded.keras"), np.zeros((64, 64, 3), np.uint8), **setting)
+    assert str(refused.value) == message
+
+
 def test_cosine_schedule_warms_up_linearly_then_decays():
     from age_gender.training import learning_rate_schedule
 

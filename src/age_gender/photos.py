@@ -265,13 +265,17 @@ def predict_faces(model: Any, images: Sequence[str | os.PathLike | np.ndarray] |
         raise ValueError(f"margin must be > -0.5, got {margin}")
     if int(min_face) < 12:
         raise ValueError(f"min_face must be >= 12 px, got {min_face}")
+    if not isinstance(flip_average, bool | np.bool_):  # bool("no") is True: never guess
+        raise ValueError(f"flip_average must be True or False, got {flip_average!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int | np.integer) or batch_size < 1:
+        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     items = []
     for index, image in enumerate(images):
         if isinstance(image, (str, os.PathLike)):
             items.append((str(image), _path_reader(Path(image).expanduser(), max_pixels)))
         else:
             items.append((index, _array_reader(image, index)))
-    views = Views(bool(flip_average), zoom_factors(zooms, "zooms"))
+    views = Views(bool(flip_average), zoom_factors(zooms, "zooms"))  # a checked bool
     predictor = PhotoPredictor(model, DetectSettings(detector, int(min_face), margin=float(margin)), views)
     rows = []
     for result in predict_stream(predictor, items, batch_size, len(items), progress):
