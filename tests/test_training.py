@@ -248,13 +248,16 @@ def test_predict_faces_refuses_bad_zooms_naming_its_argument(zooms, message, tmp
     ({"flip_average": None}, "flip_average must be True or False, got None"),
     ({"batch_size": 0}, "batch_size must be an integer >= 1, got 0"),
     ({"batch_size": 2.5}, "batch_size must be an integer >= 1, got 2.5"),
+    ({"images": np.zeros((64, 64), np.uint8)}, "images must be an H x W x 3 uint8 RGB array, a stack of them or a "
+     "list, got an array of shape (64, 64); a grayscale image: np.repeat(gray[..., None], 3, axis=-1)"),
 ])
-def test_predict_faces_refuses_a_flip_average_or_batch_size_it_would_have_to_guess(setting, message, tmp_path):
-    """``flip_average="no"`` was read as ``bool("no")``, True: the mirror image averaged in."""
+def test_predict_faces_refuses_settings_and_arrays_it_would_have_to_guess(setting, message, tmp_path):
+    """``flip_average="no"`` was read as ``bool("no")``, True: the mirror image averaged in; a
+    grayscale (H, W) array was read as H images of one row each."""
     from age_gender import predict_faces
 
     with pytest.raises(ValueError) as refused:
-        predict_faces(str(tmp_path / "never_loaded.keras"), np.zeros((64, 64, 3), np.uint8), **setting)
+        predict_faces(str(tmp_path / "never_loaded.keras"), **{"images": np.zeros((64, 64, 3), np.uint8), **setting})
     assert str(refused.value) == message
 
 

@@ -257,6 +257,9 @@ def predict_faces(model: Any, images: Sequence[str | os.PathLike | np.ndarray] |
     """
     if isinstance(images, (str, os.PathLike)) or (isinstance(images, np.ndarray) and images.ndim == 3):
         images = [images]
+    elif isinstance(images, np.ndarray) and images.ndim != 4:  # a grayscale H x W array is no list of rows
+        raise ValueError(f"images must be an H x W x 3 uint8 RGB array, a stack of them or a list, got an array "
+                         f"of shape {images.shape}; a grayscale image: np.repeat(gray[..., None], 3, axis=-1)")
     from age_gender.detection import DETECTORS
 
     if detector not in DETECTORS:
