@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from age_gender.lineage import short
 from tests.conftest import make_project, run_kedro, saved
 
 pytestmark = pytest.mark.pipeline
@@ -162,6 +163,11 @@ def test_evaluate_external_on_a_folder_it_has_never_seen(project, archive_member
     assert metrics["transfer"]["n"] == 30
     text = (project / "data" / "08_reporting" / "external" / "external_comparison.md").read_text()
     assert "NOT on the project's held-out UTKFace test split" in text and "MAE" in text
+    # the report names the dataset and the ingestion it scored, as its ingestion's outputs do
+    identity = json.loads((project / "data" / "03_primary" / "external" / "face_cache" / "identity.json").read_text())
+    assert overlap["external_ingestion"] == identity["ingestion_id"]
+    assert f"Dataset `{report['source']}`, ingestion {short(identity['ingestion_id'])}" in text
+    assert _json(project, "external/external_comparison.json")["source"] == report["source"]
     assert (project / "data" / "08_reporting" / "external" / "prediction_gallery.png").exists()
 
 

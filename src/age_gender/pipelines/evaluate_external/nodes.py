@@ -20,7 +20,7 @@ SEEN_IN = ("train", "val1", "val2", "test", "unused")
 
 
 def find_overlap(face_manifest: pd.DataFrame, training_manifest: pd.DataFrame, training_cache: Any,
-                 training_splits: pd.DataFrame, external: Mapping[str, Any]
+                 training_splits: pd.DataFrame, external: Mapping[str, Any], face_cache: Any = None
                  ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Compare the external images' content hashes (sha256 of the file bytes) with the training
     ingestion's manifest and its split table.
@@ -28,11 +28,15 @@ def find_overlap(face_manifest: pd.DataFrame, training_manifest: pd.DataFrame, t
     Returns the external rows to score (``cache_index`` = external cache row, ``seen_in`` = the
     training split holding the same bytes, or ``""``; with ``external.overlap: drop`` only the
     unseen rows) and the overlap report: counts per training split, the policy, the training
-    ingestion id. Raises ``LineageError`` when the training manifest, cache and splits do not
-    belong together, ValueError when the external dataset has no usable image.
+    ingestion id and, given the external ``face_cache``, the external ingestion id
+    (``external_ingestion``: every report of this dataset names the ingestion it scored).
+    Raises ``LineageError`` when the training manifest, cache and splits, or the external
+    manifest and cache, do not belong together, ValueError when the external dataset has no
+    usable image.
     """
     if face_manifest.empty:
         raise ValueError("The external dataset has no usable image: see its ingestion report.")
+    external_identity = check_manifest_matches_cache(face_manifest, face_cache) if face_cache is not None else None
     identity = check_manifest_matches_cache(training_manifest, training_cache)
     check_same_ingestion(training_cache, training_splits)
     split_of_row = pd.Series(training_splits["split"].astype(str).to_numpy(),
@@ -51,6 +55,7 @@ def find_overlap(face_manifest: pd.DataFrame, training_manifest: pd.DataFrame, t
         "in_training_data_by_split": counts,
         "not_in_training_data": int(len(rows)) - overlap,
         "compared_with": f"face_manifest / face_splits of training ingestion {short(identity)}",
+        **({"external_ingestion": external_identity} if external_identity else {}),
         "method": "sha256 of the image file bytes (an identical file; a re-encoded copy is not found)",
         "policy": policy,
         "overlap_examples": rows.loc[rows["seen_in"] != "", "member"].head(50).tolist(),
@@ -131,8 +136,8 @@ def _held_out(name: str, headline: Mapping[str, Any] | None, info: Mapping[str, 
 
 
 def external_comparison(all_predictions: pd.DataFrame, overlap_report: Mapping[str, Any],
-                        evaluation: Mapping[str, Any] | None, **held_out: Mapping[str, Any] | None
-                        ) -> tuple[dict[str, Any], str]:
+                        evaluation: Mapping[str, Any] | None, ingestion_report: Mapping[str, Any] | None = None,
+                        **held_out: Mapping[str, Any] | None) -> tuple[dict[str, Any], str]:
     """Per model, on the external images the training data does not hold: gender accuracy and
     either the age MAE (years; whole-year labels) or, where the dataset labels ages as ranges,
     the share of predicted ages inside the range (fraction), each with its bootstrap interval;
@@ -149,7 +154,12 @@ def external_comparison(all_predictions: pd.DataFrame, overlap_report: Mapping[s
         if len(seen):
             sections["in_training_data"][name] = _score(seen, setting)
     counts = overlap_report["in_training_data_by_split"]
+    source = "".join(f" `{v}`" for v in [(ingestion_report or {}).get("source")] if v)
+    identity = overlap_report.get("external_ingestion")
     lines = ["# Models on an external dataset", "",
+             f"Dataset{source or ' (source not recorded)'}"
+             + (f", ingestion {short(identity)} (its ingestion report and manifest are this run's)" if identity else "")
+             + ".", "",
              f"{overlap_report['external_images']} kept external images; {overlap_report['in_training_data']} "
              f"of them have the same bytes as a face of the training data (train {counts['train']}, "
              f"val1 {counts['val1']}, val2 {counts['val2']}, test {counts['test']}, unused {counts['unused']}; "
@@ -193,7 +203,8 @@ def external_comparison(all_predictions: pd.DataFrame, overlap_report: Mapping[s
                      "uses the midpoints and is not comparable).")
     lines.append("Intervals: 95 % percentile bootstrap over the images." if setting else "No intervals "
                  "(evaluation.bootstrap.resamples: 0).")
-    return {"overlap": dict(overlap_report), **sections, "held_out_test": reference}, "\n".join(lines) + "\n"
+    return {"source": (ingestion_report or {}).get("source"), "overlap": dict(overlap_report), **sections,
+            "held_out_test": reference}, "\n".join(lines) + "\n"
 
 
 def external_report(**results: Mapping[str, Any]) -> tuple[dict[str, Any], str]:

@@ -36,7 +36,8 @@ def dataset_pipeline(namespace: str, source: str) -> Pipeline:
     """Ingestion, overlap check, predictions and judging of the catalog entry ``source`` (a
     ``FaceSourceDataset``), every output named ``<namespace>.<output>``."""
     overlap = node(find_overlap, ["face_manifest", "training_manifest", "training_cache", "training_splits",
-                                  "params:external"], ["scored_rows", "overlap_report"], name="find_overlap")
+                                  "params:external", "face_cache"], ["scored_rows", "overlap_report"],
+                   name="find_overlap")
     predict = node(predict_all_faces,
                    {"face_cache": "face_cache", "rows": "scored_rows", "inference": "params:inference",
                     **model_inputs("model")},
@@ -44,7 +45,8 @@ def dataset_pipeline(namespace: str, source: str) -> Pipeline:
     unseen = node(unseen_predictions, "all_predictions", "evaluation_predictions", name="unseen_predictions")
     compare = node(external_comparison,
                    {"all_predictions": "all_predictions", "overlap_report": "overlap_report",
-                    "evaluation": "params:evaluation", **{f"{m}_info": f"{m}_training_info" for m in MODELS},
+                    "evaluation": "params:evaluation", "ingestion_report": "ingestion_report",
+                    **{f"{m}_info": f"{m}_training_info" for m in MODELS},
                     **{f"{m}_held_out": f"{m}_held_out_headline" for m in MODELS}},
                    ["external_comparison", "external_comparison_markdown"], name="external_comparison")
     judging = [n for n in judging_nodes() if n.name != "compare_models"]
