@@ -968,6 +968,13 @@ def merge_report(previous: dict | None, report: dict, output: str = "the output 
     return {**report, "results": {**kept, **report["results"]}}
 
 
+def headline_figures(results: dict) -> dict:
+    """The top-level keys of the report: every ``*_per_s``, ``*_ratio`` and
+    ``speedup_cached_vs_jpeg`` figure of ``results`` (benchmark name -> its result)."""
+    return {k: v for result in results.values() for k, v in result.items()
+            if k.endswith(("_per_s", "_ratio", "speedup_cached_vs_jpeg"))}
+
+
 def _previous_report(output: Path) -> dict | None:
     try:
         return json.loads(output.read_text())
@@ -1005,19 +1012,17 @@ def main() -> None:
         report["results"][name] = run_isolated(name, args.quick)
         report["results"][name]["wall_seconds"] = round(time.perf_counter() - started, 1)
         print(name, json.dumps(report["results"][name]), flush=True)
-    flat = {k: v for result in report["results"].values() for k, v in result.items()
-            if k.endswith(("_per_s", "_ratio", "speedup_cached_vs_jpeg"))}
+    ran = report["results"]  # this run's: printed and judged below; the file keeps the others too
     # the file: this run's results beside those of benchmarks it did not rerun (same kind, checked above)
     report = merge_report(_previous_report(output), report, str(output))
-    report.update({k: v for result in report["results"].values() for k, v in result.items()
-                   if k.endswith(("_per_s", "_ratio", "speedup_cached_vs_jpeg"))})
+    report.update(headline_figures(report["results"]))
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_suffix(".tmp")
     tmp.write_text(json.dumps(report, indent=2))
     os.replace(tmp, output)
-    print(f"\n{'metric':45s} value\n" + "\n".join(f"{k:45s} {v}" for k, v in flat.items()))
+    print(f"\n{'metric':45s} value\n" + "\n".join(f"{k:45s} {v}" for k, v in headline_figures(ran).items()))
     print(f"\nmachine: {report['machine']} ({report['cores']} cores); written to {output}")
-    failed = {name: result["error"] for name, result in report["results"].items() if "error" in result}
+    failed = {name: result["error"] for name, result in ran.items() if "error" in result}
     if failed:
         sys.exit(f"{len(failed)} benchmark(s) failed: " + "; ".join(f"{k}: {v}" for k, v in failed.items()))
 
