@@ -154,10 +154,10 @@ def external_comparison(all_predictions: pd.DataFrame, overlap_report: Mapping[s
         if len(seen):
             sections["in_training_data"][name] = _score(seen, setting)
     counts = overlap_report["in_training_data_by_split"]
-    source = "".join(f" `{v}`" for v in [(ingestion_report or {}).get("source")] if v)
+    source = (ingestion_report or {}).get("source")
     identity = overlap_report.get("external_ingestion")
     lines = ["# Models on an external dataset", "",
-             f"Dataset{source or ' (source not recorded)'}"
+             (f"Dataset `{source}`" if source else "Dataset (source not recorded)")
              + (f", ingestion {short(identity)} (its ingestion report and manifest are this run's)" if identity else "")
              + ".", "",
              f"{overlap_report['external_images']} kept external images; {overlap_report['in_training_data']} "
@@ -203,7 +203,7 @@ def external_comparison(all_predictions: pd.DataFrame, overlap_report: Mapping[s
                      "uses the midpoints and is not comparable).")
     lines.append("Intervals: 95 % percentile bootstrap over the images." if setting else "No intervals "
                  "(evaluation.bootstrap.resamples: 0).")
-    return {"source": (ingestion_report or {}).get("source"), "overlap": dict(overlap_report), **sections,
+    return {"source": source, "overlap": dict(overlap_report), **sections,
             "held_out_test": reference}, "\n".join(lines) + "\n"
 
 
