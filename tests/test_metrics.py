@@ -103,3 +103,49 @@ def test_bootstrap_setting_from_parameters():
         Bootstrap(2000, 0.9, 4)
     assert Bootstrap.from_params({"bootstrap": {"resamples": 0, "confidence": 0.95, "seed": 0}}) is None
     assert Bootstrap.from_params(None) is None
+
+
+def _scored(name: str, ages, females, files=("a", "b", "c")) -> pd.DataFrame:
+    rows = pd.DataFrame({"file_name": list(files), "cache_index": range(len(files)), "age": [20, 30, 40],
+                         "gender": [0, 1, 1], "race": [0, 1, 2]})
+    return prediction_table(rows, np.asarray(ages, float), np.asarray(females, float)).assign(model=name)
+
+
+def test_an_ensemble_is_the_mean_of_its_members_face_by_face():
+    from age_gender.reporting import ensemble_predictions
+
+    first = _scored("scratch", [10, 30, 50], [0.2, 0.9, 0.45])
+    second = _scored("transfer", [50, 36, 30], [0.6, 0.7, 0.35], files=("c", "b", "a"))  # rows matched by file
+    second["age"] = [40, 30, 20]
+    table, kept = ensemble_predictions(pd.concat([first, second], ignore_index=True),
+                                       {"both": ["scratch", "transfer"], "with_distilled": ["scratch", "distilled"]})
+    assert kept == {"both": ["scratch", "transfer"]}  # distilled was not judged: left out
+    both = table[table["model"] == "both"].set_index("file_name").sort_index()
+    assert both["age_pred"].tolist() == [20.0, 33.0, 50.0]
+    assert both["female_prob"].tolist() == pytest.approx([0.275, 0.8, 0.525])
+    assert both["gender_pred"].tolist() == [0, 1, 1] and both["age"].tolist() == [20, 30, 40]
+    assert list(table.columns) == list(first.columns) and len(table) == 9
+
+
+def test_members_scored_on_different_faces_are_refused():
+    from age_gender.reporting import ensemble_predictions
+
+    mixed = pd.concat([_scored("scratch", [1, 2, 3], [0.1, 0.2, 0.3]),
+                       _scored("transfer", [1, 2, 3], [0.1, 0.2, 0.3], files=("a", "b", "d"))])
+    with pytest.raises(ValueError, match="not scored on the same faces"):
+        ensemble_predictions(mixed, {"both": ["scratch", "transfer"]})
+
+
+def test_an_ensembles_training_info_comes_from_its_members():
+    from age_gender.reporting import ensemble_training_info
+
+    infos = {"scratch": {"split_id": "s1", "train_seconds": 100.25, "input_size": 64, "pretrained": False},
+             "transfer": {"split_id": "s1", "train_seconds": 200.5, "input_size": 128, "pretrained": True,
+                          "out_of_time": False}}
+    info = ensemble_training_info(["scratch", "transfer"], infos)
+    assert info["ensemble_of"] == ["scratch", "transfer"] and info["split_id"] == "s1"
+    assert info["train_seconds"] == 300.8 and info["pretrained"] is True and info["out_of_time"] is False
+    assert info["input_size"] == "64 (scratch), 128 (transfer)"
+    assert ensemble_training_info(["scratch", "transfer"], {**infos, "transfer": None}) is None
+    other = {**infos, "transfer": {**infos["transfer"], "split_id": "s2"}}
+    assert ensemble_training_info(["scratch", "transfer"], other)["split_id"] is None  # check_trained_on refuses

@@ -323,6 +323,15 @@ def _detection_lines(predict_report: Mapping[str, Any] | None) -> list[str]:
     return lines
 
 
+def _ensemble_lines(info: Mapping[str, Any]) -> list[str]:
+    """The card's line for an ensemble (training info with ``ensemble_of``); none otherwise."""
+    members = info.get("ensemble_of")
+    if not members:
+        return []
+    return [f"- Ensemble: on every face the mean of the age and P(female) of {', '.join(f'`{m}`' for m in members)} "
+            "(equal weights; each member has its own card); training time is the members' sum."]
+
+
 def _teacher_lines(info: Mapping[str, Any]) -> list[str]:
     """The card's lines for a distilled model (training info with ``teacher``): which model
     labelled which faces, and that it is not the from-scratch protocol; none otherwise."""
@@ -362,7 +371,7 @@ def model_card(name: str, metrics: Mapping[str, Any], fairness: Mapping[str, Any
         f"- Multi-task face model: age in years (regression) and gender (probability of 'female'). Input: one "
         f"RGB face crop, 0-255, {info.get('input_size', 'model input size')} px square, aligned and cropped like UTKFace's "
         "'Aligned & Cropped Faces'; preprocessing is inside the model.",
-        f"- Training: {trained or 'no training info recorded'}.", *_teacher_lines(info), "",
+        f"- Training: {trained or 'no training info recorded'}.", *_teacher_lines(info), *_ensemble_lines(info), "",
         "## Data",
         "- UTKFace (Zhang et al. 2017), labels from the file names (age 0-116, gender as annotated male/female, "
         "race as one of White, Black, Asian, Indian, Others).",

@@ -191,12 +191,21 @@ class Evaluation(_Group):
     the metrics state their uncertainty, and the fairness report's groups."""
 
     models: Annotated[list[ModelName], Field(min_length=1)]
+    #: name -> member models: judged as one more model, the mean of the members' predictions
+    #: (left out of a run that does not judge every member)
+    ensembles: dict[str, Annotated[list[ModelName], Field(min_length=2)]]
     bootstrap: BootstrapSetting
     fairness: Fairness
 
     @model_validator(mode="after")
     def _models_once(self):
         _listed_once(self.models, "models", "model")
+        for name, members in self.ensembles.items():
+            _listed_once(members, f"ensembles.{name}", "member")
+            if not name.isidentifier():
+                raise ValueError(f"ensembles: {name!r} is not a name of letters, digits and _; rename it")
+            if name in get_args(ModelName) or name.startswith("study_"):
+                raise ValueError(f"ensembles.{name}: the name is taken by a model; name the ensemble otherwise")
         return self
 
 

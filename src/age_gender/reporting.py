@@ -81,6 +81,65 @@ def predict_models(models: Mapping[str, Any], faces: Callable[[int], tuple[pd.Da
     return pd.concat(tables, ignore_index=True)
 
 
+def ensemble_predictions(predictions: pd.DataFrame, ensembles: Mapping[str, list[str]] | None
+                         ) -> tuple[pd.DataFrame, dict[str, list[str]]]:
+    """``predictions`` (``predict_models``' table) with one more model per ensemble: on every face,
+    the mean of its members' ``age_pred`` (years) and ``female_prob``, ``gender_pred`` from that
+    mean at 0.5 (equal weights, nothing fitted on the test rows; Dietterich 2000, "Ensemble methods
+    in machine learning"). ``ensembles``: name -> member model names. An ensemble with a member
+    absent from ``predictions`` (not judged in this run, or not trained) is left out; returns the
+    table and the ensembles kept. Raises ValueError when the members were not scored on the same
+    faces (rows are matched by ``file_name``)."""
+    kept: dict[str, list[str]] = {}
+    tables = [predictions]
+    present = set(predictions["model"].unique()) if len(predictions) else set()
+    for name, members in (ensembles or {}).items():
+        if not set(members) <= present:
+            continue
+        parts = [predictions[predictions["model"] == member].set_index("file_name") for member in members]
+        first = parts[0]
+        if any(len(part) != len(first) or not part.index.sort_values().equals(first.index.sort_values())
+               for part in parts[1:]):
+            raise ValueError(f"The members of ensemble {name} ({', '.join(members)}) were not scored on the "
+                             "same faces: rerun `kedro run --pipeline evaluation`.")
+        table = first.copy()
+        table["age_pred"] = np.mean([part["age_pred"].reindex(first.index).to_numpy() for part in parts], axis=0)
+        table["female_prob"] = np.mean([part["female_prob"].reindex(first.index).to_numpy() for part in parts], axis=0)
+        table["gender_pred"] = (table["female_prob"] >= 0.5).astype(int)
+        tables.append(table.reset_index().assign(model=name)[list(predictions.columns)])
+        kept[name] = list(members)
+    return pd.concat(tables, ignore_index=True), kept
+
+
+def ensemble_training_info(members: list[str], training_info: Mapping[str, Mapping[str, Any] | None]
+                           ) -> dict[str, Any] | None:
+    """How an ensemble was made, from its members' training info (None when a member has none:
+    not trained): the members, the split id they share (None when they differ, which
+    ``lineage.check_trained_on`` then refuses), their summed ``train_seconds`` and whether any
+    was pretrained or stopped by its time budget."""
+    infos = [training_info.get(member) for member in members]
+    if any(info is None for info in infos):
+        return None
+    splits = {info.get("split_id") for info in infos}
+    seconds = [info.get("train_seconds") for info in infos]
+    return {"ensemble_of": list(members), "pipeline": "evaluation",
+            "input_size": ", ".join(f"{info.get('input_size')} ({m})" for m, info in zip(members, infos)),
+            "split_id": splits.pop() if len(splits) == 1 else None,
+            "train_seconds": round(sum(seconds), 1) if all(s is not None for s in seconds) else None,
+            "pretrained": any(bool(info.get("pretrained")) for info in infos),
+            "out_of_time": any(bool(info.get("out_of_time")) for info in infos)}
+
+
+def with_ensemble_info(training_info: Mapping[str, Mapping[str, Any] | None],
+                       evaluation: Mapping[str, Any] | None, judged) -> dict[str, Mapping[str, Any] | None]:
+    """``training_info`` (model -> its ``{model}_training_info``) with an entry
+    (``ensemble_training_info``) for every ensemble of ``evaluation.ensembles`` among ``judged``
+    (the model names with metrics)."""
+    ensembles = (evaluation or {}).get("ensembles") or {}
+    return {**training_info, **{name: ensemble_training_info(members, training_info)
+                                for name, members in ensembles.items() if name in judged}}
+
+
 def plot_learning_curves(history: dict[str, list[float]], title: str) -> plt.Figure:
     """The study's Figures 4-5 (and 8-9): loss and accuracy / MAE per epoch, per task."""
     figure, axes = plt.subplots(2, 2, figsize=(10, 7))

@@ -6,6 +6,7 @@ import io
 import json
 import os
 
+import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
@@ -103,7 +104,7 @@ def test_transfer_model_is_marked_pretrained_with_local_weights(project):
 def test_evaluation_numbers_agree_with_the_saved_predictions(project):
     predictions = pd.read_parquet(saved(project / "data" / "07_model_output" / "evaluation_predictions.parquet"))
     metrics = _json(project, "evaluation_metrics.json")
-    assert set(metrics) == {"scratch", "transfer"}
+    assert set(metrics) == {"scratch", "transfer", "ensemble"}  # conf/base's evaluation.ensembles
     for name, part in predictions.groupby("model"):
         assert metrics[name]["n"] == len(part) == 60
         assert metrics[name]["gender"]["accuracy"] == pytest.approx((part["gender"] == part["gender_pred"]).mean(), abs=1e-4)
@@ -113,7 +114,8 @@ def test_evaluation_numbers_agree_with_the_saved_predictions(project):
         headline = _json(project, f"test_metrics/{name}.json")
         assert (headline["gender_accuracy"], headline["age_mae"], headline["n"]) == (
             metrics[name]["gender"]["accuracy"], metrics[name]["age"]["mae"], 60)
-        assert headline["train_seconds"] == _json(project, f"{name}_training_info.json")["train_seconds"]
+        if name != "ensemble":
+            assert headline["train_seconds"] == _json(project, f"{name}_training_info.json")["train_seconds"]
         # every headline number carries its 95 % bootstrap interval, around it
         m = metrics[name]
         for ci, value in ((m["gender"]["accuracy_ci"], m["gender"]["accuracy"]), (m["age"]["mae_ci"], m["age"]["mae"])):
@@ -122,15 +124,27 @@ def test_evaluation_numbers_agree_with_the_saved_predictions(project):
         assert set(metrics[name]["age_mae_by_band_ci"]) == set(metrics[name]["age_mae_by_band"])
         assert all("age_mae_ci" in g for g in metrics[name]["by_race"].values())
         assert metrics[name]["bootstrap"]["resamples"] == 2000
+    # the ensemble is the mean of its members' predictions on each face, judged like a model
+    by_model = {name: part.set_index("file_name").sort_index() for name, part in predictions.groupby("model")}
+    for column in ("age_pred", "female_prob"):
+        assert np.allclose(by_model["ensemble"][column], (by_model["scratch"][column] + by_model["transfer"][column]) / 2)
+    assert (by_model["ensemble"]["gender_pred"] == (by_model["ensemble"]["female_prob"] >= 0.5)).all()
+    ensemble = _json(project, "test_metrics/ensemble.json")
+    assert ensemble["ensemble_of"] == ["scratch", "transfer"]
+    assert ensemble["train_seconds"] == pytest.approx(sum(
+        _json(project, f"{m}_training_info.json")["train_seconds"] for m in ("scratch", "transfer")), abs=0.2)
+    assert "P(female) of `scratch`, `transfer`" in saved(project / "data" / "08_reporting" / "model_cards" / "ensemble.md").read_text()
     comparison = _json(project, "model_comparison.json")
-    assert {r["model"] for r in comparison["models"]} == {"scratch", "transfer", "study_cnn10", "study_xception"}
+    assert [r["model"] for r in comparison["models"]] == ["scratch", "transfer", "ensemble", "study_cnn10", "study_xception"]
+    assert [(d["first"], d["second"]) for d in comparison["paired_differences"]] == [
+        ("transfer", "scratch"), ("ensemble", "scratch"), ("ensemble", "transfer")]
     # the paired difference is the difference of the two models' numbers, with its own interval
-    (paired,) = comparison["paired_differences"]
+    paired = comparison["paired_differences"][0]
     assert (paired["first"], paired["second"], paired["n"]) == ("transfer", "scratch", 60)
     assert paired["gender_accuracy"] == pytest.approx(
         metrics["transfer"]["gender"]["accuracy"] - metrics["scratch"]["gender"]["accuracy"], abs=2e-4)
     assert paired["gender_accuracy_ci"][0] <= paired["gender_accuracy"] <= paired["gender_accuracy_ci"][1]
-    assert _json(project, "paired_differences.json") == [paired]
+    assert _json(project, "paired_differences.json") == comparison["paired_differences"]
     markdown = saved(project / "data" / "08_reporting" / "model_comparison.md").read_text()
     assert "transfer - scratch: gender accuracy" in markdown and " [" in markdown
     for plot in ("age_prediction", "error_by_group", "confusion_matrix", "model_comparison", "prediction_gallery"):

@@ -12,6 +12,7 @@ import pandas as pd
 from age_gender.fairness import fairness_heatmap, fairness_report, model_card
 from age_gender.lineage import check_trained_on, splits_ingestion_id, splits_split_id
 from age_gender.metrics import Bootstrap
+from age_gender.reporting import with_ensemble_info
 
 
 def _fairness_params(evaluation: Mapping[str, Any] | None) -> tuple[list[int], int]:
@@ -32,10 +33,12 @@ def compute_fairness(predictions: pd.DataFrame, evaluation: Mapping[str, Any] | 
 
 
 def write_model_cards(metrics: Mapping[str, Any], fairness: Mapping[str, Any], face_splits: pd.DataFrame,
-                      predict_report: Mapping[str, Any] | None, **training_info: Mapping[str, Any] | None
-                      ) -> dict[str, str]:
-    """One Markdown model card per evaluated model (``fairness.model_card``): {model: text}, saved
-    as ``model_cards/{model}.md``. Refuses (``LineageError``) a model trained on another split table."""
+                      predict_report: Mapping[str, Any] | None, evaluation: Mapping[str, Any] | None = None,
+                      **training_info: Mapping[str, Any] | None) -> dict[str, str]:
+    """One Markdown model card per evaluated model and ensemble (``fairness.model_card``): {model:
+    text}, saved as ``model_cards/{model}.md``. Refuses (``LineageError``) a model trained on
+    another split table."""
+    training_info = with_ensemble_info(training_info, evaluation, metrics)
     data = {"ingestion_id": splits_ingestion_id(face_splits), "split_id": splits_split_id(face_splits),
             "split_sizes": {str(k): int(v) for k, v in face_splits["split"].value_counts(sort=False).items()}}
     cards = {}

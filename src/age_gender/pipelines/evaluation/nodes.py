@@ -7,6 +7,7 @@ number with its bootstrap interval (``evaluation.bootstrap`` parameters).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -22,7 +23,7 @@ from age_gender.metrics import (
     paired_difference,
     paired_in_range_difference,
 )
-from age_gender.reporting import STUDY_RESULTS, predict_models
+from age_gender.reporting import STUDY_RESULTS, ensemble_predictions, predict_models, with_ensemble_info
 from age_gender.training import cached_images, select_split
 from age_gender.tta import Views
 
@@ -35,6 +36,18 @@ def predict_test_split(face_cache, face_splits: pd.DataFrame, inference: Mapping
         return test.rows, test.images
 
     return predict_models(models, faces, inference)
+
+
+def add_ensembles(predictions: pd.DataFrame, evaluation: Mapping[str, Any] | None) -> pd.DataFrame:
+    """The models' test predictions with one more model per ``evaluation.ensembles`` entry whose
+    members were all judged: the mean of their age and P(female) on each face
+    (``reporting.ensemble_predictions``); judged, compared and paired like any model."""
+    table, kept = ensemble_predictions(predictions, (evaluation or {}).get("ensembles"))
+    left_out = sorted(set((evaluation or {}).get("ensembles") or {}) - set(kept))
+    if left_out:
+        logging.getLogger(__name__).info("Ensemble(s) %s left out: not every member was judged in this run "
+                                         "(evaluation.models, or a model not trained yet).", ", ".join(left_out))
+    return table
 
 
 def compute_metrics(predictions: pd.DataFrame, evaluation: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -81,12 +94,15 @@ def _age_ranges(predictions: pd.DataFrame) -> bool:
 
 
 def headlines(metrics: Mapping[str, Any], inference: Mapping[str, Any] | None = None,
+              evaluation: Mapping[str, Any] | None = None,
               **training_info: Mapping[str, Any] | None) -> dict[str, dict[str, Any]]:
     """Per evaluated model: gender accuracy, age MAE, n (``metrics.headline``) with how it trained
-    (``{model}_training_info``) and, given the run's ``inference`` parameters, the test-time views
+    (``{model}_training_info``; for an ensemble of ``evaluation.ensembles``, its members and their
+    summed training time) and, given the run's ``inference`` parameters, the test-time views
     its predictions averaged (``test_time_augmentation``, ``Views.describe``); saved as
     ``test_metrics/{model}.json``."""
     views = {"test_time_augmentation": Views.from_params(inference).describe()} if inference is not None else {}
+    training_info = with_ensemble_info(training_info, evaluation, metrics)
     return {name: {"model": name, **headline(values), **_range_headline(values), **views,
                    **{k: v for k, v in (training_info.get(name) or {}).items() if k != "model"}}
             for name, values in metrics.items()}
@@ -138,7 +154,8 @@ def comparison(test_metrics: Mapping[str, Any], paired: list[Mapping[str, Any]] 
                "age_mae_ci": None if ranged else value.get("age_mae_ci"), "n": value["n"],
                "train_seconds": value.get("train_seconds"), "pretrained": value.get("pretrained"),
                "out_of_time": value.get("out_of_time"), "test_time_augmentation": value.get("test_time_augmentation"),
-               "source": f"this project, {name}" + (f" ({value['backbone']})" if value.get("backbone") else "")}
+               "source": f"this project, {name}" + (f" ({value['backbone']})" if value.get("backbone") else "")
+               + (f" (mean of {', '.join(value['ensemble_of'])})" if value.get("ensemble_of") else "")}
         if ranged:
             row.update(age_in_range_share=value["age_in_range_share"],
                        age_in_range_share_ci=value.get("age_in_range_share_ci"),

@@ -4,6 +4,7 @@ from age_gender.project_config import parameters
 
 from .fairness_nodes import compute_fairness, write_model_cards
 from .nodes import (
+    add_ensembles,
     comparison,
     compute_metrics,
     headlines,
@@ -43,7 +44,7 @@ def judging_nodes(models: tuple[str, ...] = MODELS) -> list:
         node(paired_differences, ["evaluation_predictions", "params:evaluation"], "paired_differences",
              name="paired_differences"),
         node(headlines, {"metrics": "evaluation_metrics", "inference": "params:inference",
-                         **model_inputs("training_info", models)}, "test_metrics",
+                         "evaluation": "params:evaluation", **model_inputs("training_info", models)}, "test_metrics",
              name="headlines"),
         node(comparison, ["test_metrics", "paired_differences"], ["model_comparison", "model_comparison_markdown", "model_comparison_plot"],
              name="compare_models"),
@@ -65,7 +66,8 @@ def model_card_node(models: tuple[str, ...] = MODELS):
     """One Markdown model card per evaluated model; reads ``predict_report`` when one exists."""
     return node(write_model_cards,
                 {"metrics": "evaluation_metrics", "fairness": "fairness_report", "face_splits": "face_splits",
-                 "predict_report": "model_card_predict_report", **model_inputs("training_info", models)},
+                 "predict_report": "model_card_predict_report", "evaluation": "params:evaluation",
+                 **model_inputs("training_info", models)},
                 "model_cards", name="write_model_cards")
 
 
@@ -74,5 +76,7 @@ def create_pipeline(**kwargs) -> Pipeline:
     predict = node(predict_test_split,
                    {"face_cache": "face_cache", "face_splits": "face_splits", "inference": "params:inference",
                     **model_inputs("model", models)},
-                   "evaluation_predictions", name="predict_test_split")
-    return Pipeline([predict, *judging_nodes(models), model_card_node(models)])
+                   "model_predictions", name="predict_test_split")
+    ensembles = node(add_ensembles, ["model_predictions", "params:evaluation"], "evaluation_predictions",
+                     name="add_ensembles")
+    return Pipeline([predict, ensembles, *judging_nodes(models), model_card_node(models)])
