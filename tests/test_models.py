@@ -102,3 +102,40 @@ def test_distribution_age_head_predicts_the_expected_age_and_penalises_its_varia
     assert np.allclose(model.predict(images, verbose=0)["age"], again.predict(images, verbose=0)["age"], atol=1e-5)
     with pytest.raises(ValueError, match="age_head"):
         build_multitask_cnn(age_head="ordinal", **SMALL)
+
+
+def test_random_affine_resamples_once_within_its_ranges(tmp_path):
+    from age_gender.models import RandomAffine
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (16, 24, 24, 3)).astype(np.float32)
+    still = RandomAffine(flip=False, seed=1)(images, training=True)
+    np.testing.assert_allclose(np.asarray(still), images, atol=1e-3)  # no range: the identity
+    mirrored = np.asarray(RandomAffine(flip=True, seed=1)(images, training=True))
+    flipped = [np.allclose(m, i[:, ::-1], atol=1e-3) for m, i in zip(mirrored, images)]
+    kept = [np.allclose(m, i, atol=1e-3) for m, i in zip(mirrored, images)]
+    assert all(f or k for f, k in zip(flipped, kept)) and any(flipped) and any(kept)  # each mirrored or not
+    layer = RandomAffine(flip=True, shift=0.1, zoom=0.1, rotation_degrees=10, seed=3)
+    moved = np.asarray(layer(images, training=True))
+    assert moved.shape == images.shape and moved.dtype == np.float32 and not np.allclose(moved, images)
+    assert 0 <= moved.min() and moved.max() <= 255  # bilinear with reflected edges stays in range
+    again = np.asarray(RandomAffine(flip=True, shift=0.1, zoom=0.1, rotation_degrees=10, seed=3)(images, training=True))
+    np.testing.assert_array_equal(again, moved)  # seeded
+    np.testing.assert_array_equal(np.asarray(layer(images, training=False)), images)
+    with pytest.raises(ValueError, match="0 <= shift"):
+        RandomAffine(shift=1.5)
+    inputs = keras.Input((24, 24, 3))
+    model = keras.Model(inputs, layer(inputs))
+    model.save(tmp_path / "affine.keras")
+    loaded = keras.models.load_model(tmp_path / "affine.keras")
+    assert loaded.layers[-1].get_config()["rotation_degrees"] == 10.0
+
+
+def test_single_resampling_replaces_four_layers_with_one():
+    from age_gender.training import augmentation
+
+    settings = {"enabled": True, "flip": True, "shift": 0.1, "zoom": 0.1, "rotation_degrees": 10, "contrast": 0.2}
+    assert [type(l).__name__ for l in augmentation(settings, 0).layers] == [
+        "RandomFlip", "RandomTranslation", "RandomZoom", "RandomRotation", "RandomContrast"]
+    assert [type(l).__name__ for l in augmentation({**settings, "single_resampling": True}, 0).layers] == [
+        "RandomAffine", "RandomContrast"]

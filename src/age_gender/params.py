@@ -109,7 +109,8 @@ class LossWeights(_Group):
 
 class Augmentation(_Group):
     """Training-time augmentation: flip (bool), shift and zoom (shares of the side, [0, 1)),
-    rotation (degrees, 0-180), contrast (share, [0, 1))."""
+    rotation (degrees, 0-180), contrast (share, [0, 1)); ``single_resampling``: flip, shift, zoom
+    and rotation as one affine map, resampled once (``models.RandomAffine``)."""
 
     enabled: bool
     flip: bool
@@ -117,6 +118,7 @@ class Augmentation(_Group):
     zoom: Rate
     rotation_degrees: Annotated[float, Field(ge=0, le=180)]
     contrast: Rate
+    single_resampling: bool
 
 
 class AgeHead(_Group):

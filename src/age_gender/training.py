@@ -79,13 +79,21 @@ def select_split(face_cache: Mapping[str, Any], face_splits: pd.DataFrame, size:
 
 
 def augmentation(params: Mapping[str, Any] | None, seed: int):
-    """The study's augmentation as Keras preprocessing layers (None when switched off)."""
+    """The study's augmentation as Keras preprocessing layers (None when switched off). With
+    ``single_resampling`` the mirror, shift, zoom and rotation are one affine map resampled once
+    (``models.RandomAffine``: sharper and faster) instead of Keras's four layers in a row."""
     import keras
 
     if not params or not params.get("enabled", True):
         return None
     layers = keras.layers
     steps = []
+    if params.get("single_resampling", False):
+        from age_gender.models import RandomAffine
+
+        steps.append(RandomAffine(params.get("flip", True), params.get("shift", 0), params.get("zoom", 0),
+                                  params.get("rotation_degrees", 0), seed=seed, name="random_affine"))
+        params = {**params, "flip": False, "shift": 0, "zoom": 0, "rotation_degrees": 0}
     if params.get("flip", True):
         steps.append(layers.RandomFlip("horizontal", seed=seed))
     if params.get("shift", 0):

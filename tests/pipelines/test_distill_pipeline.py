@@ -89,7 +89,8 @@ def test_evaluation_judges_the_distilled_model(distilled):
     comparison = _json(distilled, "model_comparison.json")
     assert {"scratch", "transfer", "distilled"} <= {r["model"] for r in comparison["models"]}
     pairs = {(d["first"], d["second"]) for d in comparison["paired_differences"]}
-    assert pairs == {("transfer", "scratch"), ("distilled", "scratch"), ("distilled", "transfer")}
+    assert pairs == {("transfer", "scratch"), ("distilled", "scratch"), ("distilled", "transfer"),
+                     *(("ensemble", m) for m in ("scratch", "transfer", "distilled"))}  # conf/base's ensemble
     metrics = _json(distilled, "evaluation_metrics.json")
     assert metrics["distilled"]["n"] == 60
     headline = _json(distilled, "test_metrics/distilled.json")

@@ -174,7 +174,8 @@ def test_evaluate_external_on_a_folder_it_has_never_seen(project, archive_member
     assert overlap["in_training_data"] == report["kept"] - 30 and overlap["policy"] == "drop"
     assert sum(overlap["in_training_data_by_split"].values()) == overlap["in_training_data"]
     metrics = _json(project, "external/evaluation_metrics.json")
-    assert metrics["transfer"]["n"] == 30
+    assert metrics["transfer"]["n"] == 30 and metrics["ensemble"]["n"] == 30  # ensembles are scored here too
+    assert _json(project, "external/test_metrics/ensemble.json")["ensemble_of"] == ["scratch", "transfer"]
     text = (project / "data" / "08_reporting" / "external" / "external_comparison.md").read_text()
     assert "NOT on the project's held-out UTKFace test split" in text and "MAE" in text
     # the report names the dataset and the ingestion it scored, as its ingestion's outputs do

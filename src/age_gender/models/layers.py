@@ -111,3 +111,65 @@ class AgeExpectation(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "max_age": self.max_age, "variance_weight": self.variance_weight}
+
+
+@keras.saving.register_keras_serializable(package="age_gender")
+class RandomAffine(keras.layers.Layer):
+    """Random mirror, shift, zoom-in and rotation of each image, composed into ONE affine map and
+    resampled once (``keras.ops.image.affine_transform``, bilinear, edges reflected).
+
+    The same ranges as Keras's ``RandomFlip("horizontal")``, ``RandomTranslation(shift, shift)``,
+    ``RandomZoom((-zoom, 0))`` and ``RandomRotation(rotation_degrees / 360)`` in a row, but each of
+    those resamples the image again: three bilinear passes blur it three times and cost three
+    transforms (about 2.5x the time of one on this CPU, README "Benchmarks"). Input and output:
+    (B, H, W, C) images, any float or integer dtype (returned in the input's float dtype, 0-255
+    kept); identity outside training. Per image: mirror with probability 0.5 (``flip``), shift
+    U(-shift, shift) of each side, sampled area scaled by U(1 - zoom, 1) (zoom in), rotation
+    U(-rotation_degrees, rotation_degrees) degrees, all about the image centre. Seeded
+    (``keras.random.SeedGenerator``): the same seed gives the same draws.
+    """
+
+    def __init__(self, flip: bool = True, shift: float = 0.0, zoom: float = 0.0, rotation_degrees: float = 0.0,
+                 seed: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        if not (0 <= shift < 1 and 0 <= zoom < 1 and 0 <= rotation_degrees <= 180):
+            raise ValueError(f"RandomAffine needs 0 <= shift, zoom < 1 and 0 <= rotation_degrees <= 180, "
+                             f"got {shift}, {zoom}, {rotation_degrees}")
+        self.flip, self.shift, self.zoom = bool(flip), float(shift), float(zoom)
+        self.rotation_degrees, self.seed = float(rotation_degrees), seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def _uniform(self, batch, low, high):
+        return keras.random.uniform((batch,), minval=low, maxval=high, seed=self.seed_generator)
+
+    def call(self, images, training=True):
+        if not training:
+            return images
+        dtype = images.dtype if "float" in str(images.dtype) else "float32"
+        x = ops.cast(images, "float32")
+        batch = ops.shape(x)[0]
+        height, width = ops.cast(ops.shape(x)[1], "float32"), ops.cast(ops.shape(x)[2], "float32")
+        mirror = (ops.where(self._uniform(batch, 0.0, 1.0) < 0.5, -1.0, 1.0) if self.flip
+                  else ops.ones((batch,)))
+        angle = self._uniform(batch, -1.0, 1.0) * (self.rotation_degrees * 3.141592653589793 / 180.0)
+        scale = self._uniform(batch, 1.0 - self.zoom, 1.0)
+        shift_x = self._uniform(batch, -self.shift, self.shift) * width
+        shift_y = self._uniform(batch, -self.shift, self.shift) * height
+        # output pixel p -> input pixel q = c + s R(angle) F(mirror) (p - c) + t, c the centre
+        cos, sin = ops.cos(angle), ops.sin(angle)
+        a0, a1 = scale * mirror * cos, -scale * sin
+        b0, b1 = scale * mirror * sin, scale * cos
+        cx, cy = (width - 1.0) / 2.0, (height - 1.0) / 2.0
+        a2 = cx - a0 * cx - a1 * cy + shift_x
+        b2 = cy - b0 * cx - b1 * cy + shift_y
+        zeros = ops.zeros_like(a0)
+        transform = ops.stack([a0, a1, a2, b0, b1, b2, zeros, zeros], axis=1)
+        out = ops.image.affine_transform(x, transform, interpolation="bilinear", fill_mode="reflect")
+        return ops.cast(out, dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "flip": self.flip, "shift": self.shift, "zoom": self.zoom,
+                "rotation_degrees": self.rotation_degrees, "seed": self.seed}

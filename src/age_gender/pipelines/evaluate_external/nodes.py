@@ -12,7 +12,7 @@ import pandas as pd
 
 from age_gender.lineage import check_manifest_matches_cache, check_same_ingestion, short
 from age_gender.metrics import Bootstrap, absolute_error, age_range_metrics, correct, interval
-from age_gender.reporting import predict_models
+from age_gender.reporting import ensemble_predictions, predict_models
 from age_gender.training import cached_images
 
 #: Where an external image's bytes were found in the training data ("" = nowhere).
@@ -71,14 +71,15 @@ def find_overlap(face_manifest: pd.DataFrame, training_manifest: pd.DataFrame, t
 
 
 def predict_all_faces(face_cache, rows: pd.DataFrame, inference: Mapping[str, Any] | None,
-                      **models) -> pd.DataFrame:
+                      evaluation: Mapping[str, Any] | None = None, **models) -> pd.DataFrame:
     """Every trained model's predictions on the rows to score (``cache_index`` = external cache
-    row), with their ``age_low``/``age_high`` (years) and ``seen_in``."""
+    row), with their ``age_low``/``age_high`` (years) and ``seen_in``; plus each ensemble of
+    ``evaluation.ensembles`` whose members were all scored (``reporting.ensemble_predictions``)."""
     predictions = predict_models(models, lambda size: (rows, cached_images(face_cache, size)[
         rows["cache_index"].to_numpy()]), inference)
     extra = rows.set_index("cache_index")[[c for c in ("age_low", "age_high", "seen_in")
                                             if c in rows and c not in predictions]]
-    return predictions.join(extra, on="cache_index")
+    return ensemble_predictions(predictions.join(extra, on="cache_index"), (evaluation or {}).get("ensembles"))[0]
 
 
 def unseen_predictions(all_predictions: pd.DataFrame) -> pd.DataFrame:

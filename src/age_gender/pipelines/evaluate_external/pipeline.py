@@ -40,7 +40,7 @@ def dataset_pipeline(namespace: str, source: str) -> Pipeline:
                    name="find_overlap")
     predict = node(predict_all_faces,
                    {"face_cache": "face_cache", "rows": "scored_rows", "inference": "params:inference",
-                    **model_inputs("model")},
+                    "evaluation": "params:evaluation", **model_inputs("model")},
                    "all_predictions", name="predict_all_faces")
     unseen = node(unseen_predictions, "all_predictions", "evaluation_predictions", name="unseen_predictions")
     compare = node(external_comparison,
