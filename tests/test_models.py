@@ -135,7 +135,7 @@ def test_single_resampling_replaces_four_layers_with_one():
     from age_gender.training import augmentation
 
     settings = {"enabled": True, "flip": True, "shift": 0.1, "zoom": 0.1, "rotation_degrees": 10, "contrast": 0.2}
-    assert [type(l).__name__ for l in augmentation(settings, 0).layers] == [
+    assert [type(layer).__name__ for layer in augmentation(settings, 0).layers] == [
         "RandomFlip", "RandomTranslation", "RandomZoom", "RandomRotation", "RandomContrast"]
-    assert [type(l).__name__ for l in augmentation({**settings, "single_resampling": True}, 0).layers] == [
+    assert [type(layer).__name__ for layer in augmentation({**settings, "single_resampling": True}, 0).layers] == [
         "RandomAffine", "RandomContrast"]

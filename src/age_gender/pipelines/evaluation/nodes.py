@@ -23,7 +23,12 @@ from age_gender.metrics import (
     paired_difference,
     paired_in_range_difference,
 )
-from age_gender.reporting import STUDY_RESULTS, ensemble_predictions, predict_models, with_ensemble_info
+from age_gender.reporting import (
+    STUDY_RESULTS,
+    ensemble_predictions,
+    predict_models,
+    with_ensemble_info,
+)
 from age_gender.training import cached_images, select_split
 from age_gender.tta import Views
 
