@@ -465,6 +465,7 @@ TRANSFER_LEVERS = {  # name -> what differs from conf/base's fine-tuning (Mobile
     "unfreeze_20": {"unfreeze": 20},
     "unfreeze_0_frozen_forward": {"unfreeze": 0},
     "input_96px": {"size": 96},
+    "single_resampling": {"augment": {"single_resampling": True}},
 }
 
 
@@ -472,10 +473,13 @@ def bench_transfer_levers(quick: bool) -> dict:
     """What bounds a fine-tuning epoch of the default ``transfer`` on this CPU: images/s of the
     configured step against one lever changed at a time (alternating rounds, best of each), and
     the frozen forward pass alone (``unfreeze_0``: no backward at all) as the floor of any
-    backbone-in-the-loop step. Augmentation runs in the tf.data pipeline as in training."""
+    backbone-in-the-loop step. Augmentation runs in the tf.data pipeline as in training, under
+    conf/base's ``device.deterministic: true`` (op determinism runs that map sequentially)."""
     import pandas as pd
 
-    from age_gender.training import FaceArrays, augmentation, make_dataset
+    from age_gender.training import FaceArrays, augmentation, configure_determinism, make_dataset
+
+    configure_determinism({"deterministic": True})  # as training runs (before TensorFlow starts)
 
     data = {}
     for size in sorted({v.get("size", 128) for v in TRANSFER_LEVERS.values()}):
@@ -483,11 +487,11 @@ def bench_transfer_levers(quick: bool) -> dict:
         data[size] = FaceArrays(images, ages, genders, pd.DataFrame({"cache_index": range(len(ages))}))
     models, datasets = {}, {}
     for name, variant in TRANSFER_LEVERS.items():
-        if quick and name not in ("configured", "xla_jit"):
+        if quick and name not in ("configured", "single_resampling"):
             continue
         models[name] = _fine_tune_variant(variant)
         datasets[name] = make_dataset(data[variant.get("size", 128)], variant.get("batch", 32), shuffle=True,
-                                      seed=0, augment=augmentation(AUGMENT, 0))
+                                      seed=0, augment=augmentation({**AUGMENT, **variant.get("augment", {})}, 0))
     best = dict.fromkeys(models, 0.0)
     for _ in range(1 if quick else 2):
         for name, model in models.items():
@@ -503,13 +507,15 @@ SCRATCH_LEVERS = {  # name -> what differs from conf/base's scratch CNN 10 (64 p
     "xla_jit": {"jit": True},
     "batch_128": {"batch": 128},
     "avg_pooling": {"pooling": "avg"},
+    "single_resampling": {"augment": {"single_resampling": True}},
 }
 
 
 def bench_scratch_levers(quick: bool) -> dict:
     """What bounds a training epoch of the default ``scratch`` on this CPU: images/s of the
     configured step (mixed bfloat16 where the CPU has it, as ``device.mixed_precision: auto``
-    picks) against one lever changed at a time, alternating rounds, best of each."""
+    picks) against one lever changed at a time, alternating rounds, best of each; deterministic
+    as conf/base trains (``device.deterministic: true``)."""
     import numpy as np
     import pandas as pd
 
@@ -518,9 +524,12 @@ def bench_scratch_levers(quick: bool) -> dict:
         FaceArrays,
         augmentation,
         compile_multitask,
+        configure_determinism,
         cpu_has_bfloat16,
         make_dataset,
     )
+
+    configure_determinism({"deterministic": True})  # as training runs (before TensorFlow starts)
 
     size = BASE["input_size"]
     images, ages, genders, _ = _sample(512, size)
@@ -528,7 +537,7 @@ def bench_scratch_levers(quick: bool) -> dict:
     configured_dtype = "mixed_bfloat16" if cpu_has_bfloat16() else None
     models, datasets = {}, {}
     for name, variant in SCRATCH_LEVERS.items():
-        if quick and name not in ("configured", "batch_128"):
+        if quick and name not in ("configured", "single_resampling"):
             continue
         model = build_multitask_cnn(input_size=size, width_multiplier=BASE["width_multiplier"],
                                     age_mean=float(np.mean(ages)), dtype=variant.get("dtype", configured_dtype),
@@ -536,7 +545,7 @@ def bench_scratch_levers(quick: bool) -> dict:
         compile_multitask(model, 1e-3, {"age": 0.1, "gender": 1.0}, jit_compile=variant.get("jit", False))
         models[name] = model
         datasets[name] = make_dataset(data, variant.get("batch", BASE["batch_size"]), shuffle=True, seed=0,
-                                      augment=augmentation(AUGMENT, 0))
+                                      augment=augmentation({**AUGMENT, **variant.get("augment", {})}, 0))
     best = dict.fromkeys(models, 0.0)
     for _ in range(1 if quick else 3):
         for name, model in models.items():
