@@ -121,7 +121,8 @@ class RandomAffine(keras.layers.Layer):
     The same ranges as Keras's ``RandomFlip("horizontal")``, ``RandomTranslation(shift, shift)``,
     ``RandomZoom((-zoom, 0))`` and ``RandomRotation(rotation_degrees / 360)`` in a row, but each of
     those resamples the image again: three bilinear passes blur it three times and cost three
-    transforms (about 2.5x the time of one on this CPU, README "Benchmarks"). Input and output:
+    transforms (README "Benchmarks": ``bench_transfer_levers``' ``single_resampling``). The
+    study's Keras ``ImageDataGenerator`` also composed its transforms into one. Input and output:
     (B, H, W, C) images, any float or integer dtype (returned in the input's float dtype, 0-255
     kept); identity outside training. Per image: mirror with probability 0.5 (``flip``), shift
     U(-shift, shift) of each side, sampled area scaled by U(1 - zoom, 1) (zoom in), rotation
