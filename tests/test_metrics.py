@@ -106,7 +106,7 @@ def test_bootstrap_setting_from_parameters():
 
 
 def _scored(name: str, ages, females, files=("a", "b", "c")) -> pd.DataFrame:
-    rows = pd.DataFrame({"file_name": list(files), "cache_index": range(len(files)), "age": [20, 30, 40],
+    rows = pd.DataFrame({"file_name": list(files), "cache_index": ["abcd".index(f) for f in files], "age": [20, 30, 40],
                          "gender": [0, 1, 1], "race": [0, 1, 2]})
     return prediction_table(rows, np.asarray(ages, float), np.asarray(females, float)).assign(model=name)
 
@@ -115,7 +115,7 @@ def test_an_ensemble_is_the_mean_of_its_members_face_by_face():
     from age_gender.reporting import ensemble_predictions
 
     first = _scored("scratch", [10, 30, 50], [0.2, 0.9, 0.45])
-    second = _scored("transfer", [50, 36, 30], [0.6, 0.7, 0.35], files=("c", "b", "a"))  # rows matched by file
+    second = _scored("transfer", [50, 36, 30], [0.6, 0.7, 0.35], files=("c", "b", "a"))  # rows matched by face
     second["age"] = [40, 30, 20]
     table, kept = ensemble_predictions(pd.concat([first, second], ignore_index=True),
                                        {"both": ["scratch", "transfer"], "with_distilled": ["scratch", "distilled"]})
@@ -134,6 +134,10 @@ def test_members_scored_on_different_faces_are_refused():
                        _scored("transfer", [1, 2, 3], [0.1, 0.2, 0.3], files=("a", "b", "d"))])
     with pytest.raises(ValueError, match="not scored on the same faces"):
         ensemble_predictions(mixed, {"both": ["scratch", "transfer"]})
+    twice = pd.concat([_scored("scratch", [1, 2, 3], [0.1, 0.2, 0.3], files=("a", "a", "b")),
+                       _scored("transfer", [1, 2, 3], [0.1, 0.2, 0.3], files=("a", "b", "b"))])
+    with pytest.raises(ValueError, match="not scored on the same faces"):  # a face twice in one member
+        ensemble_predictions(twice, {"both": ["scratch", "transfer"]})
 
 
 def test_an_ensembles_training_info_comes_from_its_members():

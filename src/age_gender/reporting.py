@@ -89,17 +89,18 @@ def ensemble_predictions(predictions: pd.DataFrame, ensembles: Mapping[str, list
     in machine learning"). ``ensembles``: name -> member model names. An ensemble with a member
     absent from ``predictions`` (not judged in this run, or not trained) is left out; returns the
     table and the ensembles kept. Raises ValueError when the members were not scored on the same
-    faces (rows are matched by ``file_name``)."""
+    faces (rows are matched by ``cache_index``, else ``file_name``, as ``metrics.paired_difference``)."""
     kept: dict[str, list[str]] = {}
     tables = [predictions]
     present = set(predictions["model"].unique()) if len(predictions) else set()
+    key = "cache_index" if "cache_index" in predictions else "file_name"
     for name, members in (ensembles or {}).items():
         if not set(members) <= present:
             continue
-        parts = [predictions[predictions["model"] == member].set_index("file_name") for member in members]
+        parts = [predictions[predictions["model"] == member].set_index(key) for member in members]
         first = parts[0]
-        if any(len(part) != len(first) or not part.index.sort_values().equals(first.index.sort_values())
-               for part in parts[1:]):
+        if any(not part.index.is_unique or len(part) != len(first)
+               or not part.index.sort_values().equals(first.index.sort_values()) for part in parts):
             raise ValueError(f"The members of ensemble {name} ({', '.join(members)}) were not scored on the "
                              "same faces: rerun `kedro run --pipeline evaluation`.")
         table = first.copy()
