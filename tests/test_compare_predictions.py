@@ -50,9 +50,19 @@ def test_tables_are_compared_with_the_first_and_an_ensemble_is_their_mean(tmp_pa
     (["a={a}:transfer"], "holds no model 'transfer'"),
     (["a={a}", "b={a}", "--ensemble", "ab=a"], "at least two tables"),
     (["a={a}", "b={a}", "--ensemble", "ab=a,c"], "name a table not given"),
+    (["a={a}", "b={a}", "--ensemble", "ab=a,a"], "at least two tables, each once"),
+    (["a={a}", "b={a}", "--ensemble", "a=a,b"], "the name a is taken by a table"),
+    (["a={a}", "a={a}"], "the name a is given twice"),
+    (["a={both}", "b={a}"], r"holds the rows of several models \(scratch, transfer\): name one as a="),
+    (["a={a}", "b={other}"], "b and a do not hold the same faces .* matched on cache_index and file_name"),
+    (["a={a}", "b={fewer}"], r"b and a do not hold the same faces \(150 and 200 rows"),
 ])
 def test_bad_arguments_are_one_line(tmp_path, args, message):
     _table(1, "scratch").to_parquet(tmp_path / "a.parquet")
-    paths = {"a": tmp_path / "a.parquet", "missing": tmp_path / "missing.parquet"}
+    pd.concat([_table(1, "scratch"), _table(2, "transfer")]).to_parquet(tmp_path / "both.parquet")
+    # the same row numbers, other files (another ingestion's cache), and a table of fewer faces
+    _table(3, "scratch").assign(file_name=lambda t: "x" + t["file_name"]).to_parquet(tmp_path / "other.parquet")
+    _table(4, "scratch").head(150).to_parquet(tmp_path / "fewer.parquet")
+    paths = {name: tmp_path / f"{name}.parquet" for name in ("a", "missing", "both", "other", "fewer")}
     with pytest.raises(SystemExit, match=message):
         compare_predictions.main([arg.format(**paths) for arg in args])

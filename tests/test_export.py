@@ -86,6 +86,24 @@ def test_speed_is_a_positive_rate(exported, faces):
     assert images_per_second(load_runner("onnx", folder / FILES["onnx"]), faces, 8, 1) > 0
 
 
+@pytest.mark.parametrize("single_resampling", [True, False])
+def test_augmentation_inside_the_model_is_off_in_every_export(tmp_path, faces, single_resampling):
+    # as JAX trains a model: the augmentation layers at its start (training.augmentation_in_model)
+    from age_gender.training import augmentation
+
+    keras.utils.set_random_seed(2)
+    augment = augmentation({"enabled": True, "flip": True, "shift": 0.1, "zoom": 0.1, "rotation_degrees": 10,
+                            "contrast": 0.0, "single_resampling": single_resampling}, 0)
+    model = build_multitask_cnn(input_size=32, conv_pairs=2, dense_layers=1, dense_units=8, width_multiplier=0.125,
+                                age_mean=30.0, age_std=15.0, augmentation=augment)
+    info = export_model(model, tmp_path, ["saved_model", "onnx"], Views())
+    assert all("error" not in value for value in info["formats"].values()), info["formats"]
+    age0, _ = predict_faces(model, faces)
+    for fmt in ("saved_model", "onnx"):
+        age, _ = predict_with(load_runner(fmt, tmp_path / FILES[fmt]), faces, batch_size=24)
+        assert np.abs(age - age0).max() <= 1e-3, fmt  # was up to 2.4 years off: served faces were augmented
+
+
 def test_mixed_bfloat16_model_is_exported_from_a_float32_copy(faces):
     model = _model("mixed_bfloat16")
     copy = float32_copy(model)

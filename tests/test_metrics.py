@@ -125,6 +125,10 @@ def test_an_ensemble_is_the_mean_of_its_members_face_by_face():
     assert both["female_prob"].tolist() == pytest.approx([0.275, 0.8, 0.525])
     assert both["gender_pred"].tolist() == [0, 1, 1] and both["age"].tolist() == [20, 30, 40]
     assert list(table.columns) == list(first.columns) and len(table) == 9
+    # null switches an entry off (an environment's way to drop conf/base's), and no ensemble is judged
+    off, kept = ensemble_predictions(pd.concat([first, second], ignore_index=True), {"both": None})
+    assert kept == {} and len(off) == 6
+    assert ensemble_predictions(first, None)[1] == {}
 
 
 def test_members_scored_on_different_faces_are_refused():

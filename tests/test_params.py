@@ -106,6 +106,13 @@ def test_a_wrong_value_is_one_line_naming_it(base, path, value, expected):
     assert refusal(with_value(base, path, value)).startswith(expected)
 
 
+def test_an_ensemble_is_switched_off_with_null(base):
+    # an environment's parameters merge over conf/base's: `ensembles: {}` would keep conf/base's entry
+    checked = validate_parameters(with_value(base, "evaluation.ensembles", {"ensemble": None, "e2": ["scratch", "transfer"]}))
+    assert checked["evaluation"].ensembles == {"e2": ["scratch", "transfer"]}
+    assert validate_parameters(with_value(base, "evaluation.ensembles", None))["evaluation"].ensembles == {}
+
+
 @pytest.mark.parametrize(("path", "expected"), [
     ("scratch_training.epoch", "scratch_training.epoch is not a parameter; did you mean scratch_training.epochs?"),
     ("transfer.fine_tune.learning_rte", "transfer.fine_tune.learning_rte is not a parameter; did you mean transfer.fine_tune.learning_rate?"),

@@ -108,7 +108,9 @@ def keras_runner(model, views: Views) -> Runner:
 def serving_model(model, views: Views):
     """A functional model ``image`` (float32 0-255 RGB, (B, S, S, 3)) -> {``age``, ``female_prob``}
     around ``model`` (outputs ``age`` and ``gender``), averaging the test-time ``views``
-    (``age_gender.tta``). Raises ValueError for a model without those outputs or a square RGB input."""
+    (``age_gender.tta``), in inference mode whatever calls it (augmentation layers inside ``model``,
+    as JAX trains it, stay the identity). Raises ValueError for a model without those outputs or a
+    square RGB input."""
     import keras
 
     shape = tuple(model.input_shape)
@@ -119,7 +121,10 @@ def serving_model(model, views: Views):
                          f"'gender', got input {shape} and outputs {sorted(names)}.")
     model = float32_copy(model)
     image = keras.Input(shape=shape[1:], dtype="float32", name=INPUT_NAME)
-    outputs = views.wrap(model)(image)
+    # training=False is recorded in the graph: a SavedModel's `serve` calls the model without a
+    # training flag, and Keras's random augmentation layers (in the model when trained on JAX)
+    # default to training=True, so without it every served face would be randomly transformed
+    outputs = views.wrap(model)(image, training=False)
     age = keras.layers.Identity(name="age")(outputs["age"])
     female = keras.layers.Identity(name="female_prob")(outputs["gender"])
     return keras.Model(image, {"age": age, "female_prob": female}, name=f"{model.name}_serving")

@@ -194,10 +194,24 @@ class Evaluation(_Group):
 
     models: Annotated[list[ModelName], Field(min_length=1)]
     #: name -> member models: judged as one more model, the mean of the members' predictions
-    #: (left out of a run that does not judge every member)
+    #: (left out of a run that does not judge every member); null switches an entry off (an
+    #: environment's parameters merge over conf/base's, so an empty mapping would keep them)
     ensembles: dict[str, Annotated[list[ModelName], Field(min_length=2)]]
     bootstrap: BootstrapSetting
     fairness: Fairness
+
+    @model_validator(mode="before")
+    @classmethod
+    def _switched_off(cls, data: Any) -> Any:
+        """An ensemble set to null is switched off (``ensembles: null``: all of them); the nodes
+        skip them too (``reporting.active_ensembles``)."""
+        if isinstance(data, Mapping) and "ensembles" in data:
+            ensembles = data["ensembles"]
+            if ensembles is None:
+                return {**data, "ensembles": {}}
+            if isinstance(ensembles, Mapping):
+                return {**data, "ensembles": {k: v for k, v in ensembles.items() if v is not None}}
+        return data
 
     @model_validator(mode="after")
     def _models_once(self):

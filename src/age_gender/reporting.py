@@ -81,12 +81,17 @@ def predict_models(models: Mapping[str, Any], faces: Callable[[int], tuple[pd.Da
     return pd.concat(tables, ignore_index=True)
 
 
-def ensemble_predictions(predictions: pd.DataFrame, ensembles: Mapping[str, list[str]] | None
+def active_ensembles(ensembles: Mapping[str, list[str] | None] | None) -> dict[str, list[str]]:
+    """``evaluation.ensembles`` without the entries switched off (``null``; none when ``null``)."""
+    return {name: list(members) for name, members in (ensembles or {}).items() if members is not None}
+
+
+def ensemble_predictions(predictions: pd.DataFrame, ensembles: Mapping[str, list[str] | None] | None
                          ) -> tuple[pd.DataFrame, dict[str, list[str]]]:
     """``predictions`` (``predict_models``' table) with one more model per ensemble: on every face,
     the mean of its members' ``age_pred`` (years) and ``female_prob``, ``gender_pred`` from that
     mean at 0.5 (equal weights, nothing fitted on the test rows; Dietterich 2000, "Ensemble methods
-    in machine learning"). ``ensembles``: name -> member model names. An ensemble with a member
+    in machine learning"). ``ensembles``: name -> member model names (``None``: switched off). An ensemble with a member
     absent from ``predictions`` (not judged in this run, or not trained) is left out; returns the
     table and the ensembles kept. Raises ValueError when the members were not scored on the same
     faces (rows are matched by ``cache_index``, else ``file_name``, as ``metrics.paired_difference``)."""
@@ -94,7 +99,7 @@ def ensemble_predictions(predictions: pd.DataFrame, ensembles: Mapping[str, list
     tables = [predictions]
     present = set(predictions["model"].unique()) if len(predictions) else set()
     key = "cache_index" if "cache_index" in predictions else "file_name"
-    for name, members in (ensembles or {}).items():
+    for name, members in active_ensembles(ensembles).items():
         if not set(members) <= present:
             continue
         parts = [predictions[predictions["model"] == member].set_index(key) for member in members]
@@ -136,7 +141,7 @@ def with_ensemble_info(training_info: Mapping[str, Mapping[str, Any] | None],
     """``training_info`` (model -> its ``{model}_training_info``) with an entry
     (``ensemble_training_info``) for every ensemble of ``evaluation.ensembles`` among ``judged``
     (the model names with metrics)."""
-    ensembles = (evaluation or {}).get("ensembles") or {}
+    ensembles = active_ensembles((evaluation or {}).get("ensembles"))
     return {**training_info, **{name: ensemble_training_info(members, training_info)
                                 for name, members in ensembles.items() if name in judged}}
 

@@ -25,6 +25,7 @@ from age_gender.metrics import (
 )
 from age_gender.reporting import (
     STUDY_RESULTS,
+    active_ensembles,
     ensemble_predictions,
     predict_models,
     with_ensemble_info,
@@ -48,7 +49,7 @@ def add_ensembles(predictions: pd.DataFrame, evaluation: Mapping[str, Any] | Non
     members were all judged: the mean of their age and P(female) on each face
     (``reporting.ensemble_predictions``); judged, compared and paired like any model."""
     table, kept = ensemble_predictions(predictions, (evaluation or {}).get("ensembles"))
-    left_out = sorted(set((evaluation or {}).get("ensembles") or {}) - set(kept))
+    left_out = sorted(set(active_ensembles((evaluation or {}).get("ensembles"))) - set(kept))
     if left_out:
         logging.getLogger(__name__).info("Ensemble(s) %s left out: not every member was judged in this run "
                                          "(evaluation.models, or a model not trained yet).", ", ".join(left_out))
