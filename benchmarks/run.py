@@ -457,6 +457,7 @@ def _fine_tune_variant(variant: dict):
     return model
 
 
+TRANSFER_AUGMENT = {**AUGMENT, "single_resampling": True}  # conf/base's transfer augmentation
 TRANSFER_LEVERS = {  # name -> what differs from conf/base's fine-tuning (MobileNetV2, 128 px, last 40, batch 32)
     "configured": {},
     "xla_jit": {"jit": True},
@@ -465,7 +466,7 @@ TRANSFER_LEVERS = {  # name -> what differs from conf/base's fine-tuning (Mobile
     "unfreeze_20": {"unfreeze": 20},
     "unfreeze_0_frozen_forward": {"unfreeze": 0},
     "input_96px": {"size": 96},
-    "single_resampling": {"augment": {"single_resampling": True}},
+    "four_layer_augmentation": {"augment": {"single_resampling": False}},
 }
 
 
@@ -487,11 +488,11 @@ def bench_transfer_levers(quick: bool) -> dict:
         data[size] = FaceArrays(images, ages, genders, pd.DataFrame({"cache_index": range(len(ages))}))
     models, datasets = {}, {}
     for name, variant in TRANSFER_LEVERS.items():
-        if quick and name not in ("configured", "single_resampling"):
+        if quick and name not in ("configured", "four_layer_augmentation"):
             continue
         models[name] = _fine_tune_variant(variant)
         datasets[name] = make_dataset(data[variant.get("size", 128)], variant.get("batch", 32), shuffle=True,
-                                      seed=0, augment=augmentation({**AUGMENT, **variant.get("augment", {})}, 0))
+                                      seed=0, augment=augmentation({**TRANSFER_AUGMENT, **variant.get("augment", {})}, 0))
     best = dict.fromkeys(models, 0.0)
     for _ in range(1 if quick else 2):
         for name, model in models.items():
