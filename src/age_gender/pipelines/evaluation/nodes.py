@@ -48,8 +48,9 @@ def add_ensembles(predictions: pd.DataFrame, evaluation: Mapping[str, Any] | Non
     """The models' test predictions with one more model per ``evaluation.ensembles`` entry whose
     members were all judged: the mean of their age and P(female) on each face
     (``reporting.ensemble_predictions``); judged, compared and paired like any model."""
-    table, kept = ensemble_predictions(predictions, (evaluation or {}).get("ensembles"))
-    left_out = sorted(set(active_ensembles((evaluation or {}).get("ensembles"))) - set(kept))
+    ensembles = active_ensembles((evaluation or {}).get("ensembles"))
+    table, kept = ensemble_predictions(predictions, ensembles)
+    left_out = sorted(set(ensembles) - set(kept))
     if left_out:
         logging.getLogger(__name__).info("Ensemble(s) %s left out: not every member was judged in this run "
                                          "(evaluation.models, or a model not trained yet).", ", ".join(left_out))
